@@ -1,0 +1,1 @@
+"""The `.lark` grammar of the schedule language, installed as package data."""

@@ -1,0 +1,65 @@
+"""`sparkling axes`: print the width axes of the bundled GPT, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from sparkling_ir.analysis import analyse_model
+from sparkling_ir.errors import SparklingError
+from sparkling_ir.models.nanogpt import GPT, GPTConfig
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "axes",
+        help="print the width axes of the bundled GPT",
+        description=(
+            "Trace the bundled GPT (random weights), build its dimension graph and print its "
+            "width axes: each axis with its role, size and the parameters that follow it."
+        ),
+    )
+    defaults = GPTConfig()
+    parser.add_argument("--n-layer", type=int, default=defaults.n_layer, help="transformer blocks")
+    parser.add_argument("--n-embd", type=int, default=defaults.n_embd, help="hidden size")
+    parser.add_argument("--n-head", type=int, default=defaults.n_head, help="attention heads")
+    parser.add_argument("--head-dim", type=int, default=defaults.head_dim, help="size of one head")
+    parser.add_argument("--ffn-dim", type=int, default=defaults.ffn_dim, help="MLP width")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    parser.add_argument("--members", action="store_true", help="list the parameter dims of each axis")
+    parser.add_argument("--graph", action="store_true", help="print the whole dimension graph")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = GPTConfig(
+            n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
+            head_dim=args.head_dim, ffn_dim=args.ffn_dim,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    model = GPT(config)
+    example = torch.zeros(2, min(8, config.block_size), dtype=torch.long)
+    try:
+        analysis = analyse_model(model, (example,))
+    except SparklingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.graph:
+        print(analysis.graph.format())
+        return 0
+    if args.format == "json":
+        print(analysis.axes.to_json())
+        return 0
+    print(analysis.axes.format_table())
+    if args.members:
+        for axis in analysis.axes.axes:
+            print(f"\n{axis.name}:")
+            for member in axis.members:
+                print(f"  {member}")
+    return 0
