@@ -25,8 +25,12 @@ class ModelAnalysis:
     axes: AxisAnalysis
 
 
-def analyse_model(model: nn.Module, example_inputs: Sequence[Any]) -> ModelAnalysis:
-    traced = trace_model(model, example_inputs)
+def analyse_model(
+    model: nn.Module,
+    example_inputs: Sequence[Any],
+    leaf_modules: tuple[type[nn.Module], ...] = (),
+) -> ModelAnalysis:
+    traced = trace_model(model, example_inputs, leaf_modules)
 
     graph = build_dim_graph(traced)
 

@@ -20,7 +20,7 @@ from torch import nn
 from sparkling_ir.compile.init import init_param
 from sparkling_ir.compile.plan import AttributeChange, GrowthPlan, OutputScale
 from sparkling_ir.compile.remap import ParamRemap
-from sparkling_ir.errors import GrowthError, SparklingError
+from sparkling_ir.errors import GrowthError
 from sparkling_ir.nn import ScaledLinear
 from sparkling_ir.optim.lr import EntryLR
 from sparkling_ir.optim.state import prepare_state_remap
@@ -89,18 +89,21 @@ def apply_plan(
         if label_swap is not None:
             label_swap.commit()
             transaction.did(label_swap.rollback)
-        # Phase 3: the widened model must run and match the plan.
-        verify()
-    except SparklingError:
+    except BaseException:
         transaction.rollback()
         raise
+
+    # Phase 3: the widened model must run and match the plan.
+    try:
+        verify()
     except Exception as error:
         transaction.rollback()
         raise GrowthError(
-            f"growth event {plan.event_index} failed and was undone: {type(error).__name__}: "
-            f"{error}. The model still holds a size that the plan does not rewrite, such as a "
-            "hard-coded constant in a view or an attribute with an unusual name; read sizes "
-            "from module attributes named like n_head / head_dim / hidden_size."
+            f"growth event {plan.event_index} failed and was undone: the widened model does "
+            f"not run or does not match the plan ({type(error).__name__}: {error}). The model "
+            "probably stores a grown size where the compiler cannot rewrite it, such as a "
+            "literal in a view or an attribute with an unusual name; read sizes from module "
+            "attributes named like n_head, head_dim or hidden_size."
         ) from error
 
 

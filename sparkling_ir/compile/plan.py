@@ -176,8 +176,9 @@ def _bind_widen(
         if axis.frozen:
             return fail(f"cannot widen {axis.name}: {axis.frozen[0]}")
         new_size = _new_size(axis, widen, diagnostics)
-        if new_size is not None:
-            bound.append((axis, new_size))
+        if new_size is None:
+            return []  # one message per widen, even when it binds several axes
+        bound.append((axis, new_size))
     return bound
 
 

@@ -188,7 +188,7 @@ def _role(analysis: AxisAnalysis, class_id: int) -> Role:
         return "indexed"
     if _is_embedding_width(analysis, dims):
         return "hidden"
-    if {"fan_out", "fan_in"} <= tags:
+    if {"fan_out", "fan_in"} <= tags and not any(d.kind == "value" and d in graph.frozen for d in dims):
         return "ffn"
     return "other"
 

@@ -36,8 +36,12 @@ def build_dim_graph(traced: TracedModel) -> DimGraph:
 
 
 def _apply(ctx: RuleContext, node: fx.Node) -> None:
-    if node.op in ("placeholder", "output"):
-        ctx.output_dims(node)
+    if node.op == "placeholder":
+        ctx.freeze(ctx.output_dims(node), f"{node.name} is a model input, whose shape the data fixes")
+        return
+    if node.op == "output":
+        for arg in _tensor_args(node):
+            ctx.freeze(ctx.dims(arg), f"{arg.name} is a model output, whose shape callers rely on")
         return
     if node.op == "get_attr":
         _get_attr(ctx, node)
@@ -66,6 +70,12 @@ def _get_attr(ctx: RuleContext, node: fx.Node) -> None:
         ctx.freeze(ctx.output_dims(node), f"{name} is a buffer or constant read by {node.name}")
 
 
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)  # type: ignore[func-returns-value]
+    return found
+
+
 def _touches_tensors(ctx: RuleContext, node: fx.Node) -> bool:
     if node.op == "call_module":
         return True
@@ -74,6 +84,4 @@ def _touches_tensors(ctx: RuleContext, node: fx.Node) -> bool:
         isinstance(value, (tuple, list)) and any(isinstance(v, torch.Size) for v in value)
     ):
         return True
-    found: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)  # type: ignore[func-returns-value]
-    return any(ctx.shape(arg) is not None for arg in found)
+    return any(ctx.shape(arg) is not None for arg in _tensor_args(node))

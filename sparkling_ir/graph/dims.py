@@ -86,8 +86,8 @@ class DimGraph:
     def format(self) -> str:
         """Stable text form: couplings, then tags, then frozen dimensions."""
         lines = []
-        for a, b, data in sorted(self.equal_edges.edges(data=True), key=_edge_key):
-            lines.append(f"equal   {a} == {b}    ({data['node']})")
+        for a, b, node in sorted(_edge_key(edge) for edge in self.equal_edges.edges(data=True)):
+            lines.append(f"equal   {a} == {b}    ({node})")
         for rel in self.relations:
             sep = " * " if rel.kind == "factor" else " ++ "
             parts = sep.join(str(p) for p in rel.parts)

@@ -76,7 +76,7 @@ def describe_op(traced: TracedModel, node: fx.Node) -> str:
     if node.op == "call_function":
         target = node.target
         module_name = getattr(target, "__module__", None) or ""
-        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
+        name = getattr(target, "__name__", None) or str(target)
         return f"function {module_name}.{name}".replace("function .", "function ")
     return f"method Tensor.{node.target}"
 

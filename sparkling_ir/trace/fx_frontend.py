@@ -96,10 +96,30 @@ def _shape_of(value: Any) -> ValueShape:
     return value
 
 
-def trace_model(model: torch.nn.Module, example_inputs: Sequence[Any]) -> TracedModel:
-    """Trace `model` with torch.fx and record every node's output shape on `example_inputs`."""
+class _LeafTracer(fx.Tracer):
+    """The default tracer, keeping instances of `leaf_types` opaque as well."""
+
+    def __init__(self, leaf_types: tuple[type[torch.nn.Module], ...]) -> None:
+        super().__init__()
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace_model(
+    model: torch.nn.Module,
+    example_inputs: Sequence[Any],
+    leaf_modules: tuple[type[torch.nn.Module], ...] = (),
+) -> TracedModel:
+    """Trace `model` with torch.fx and record every node's output shape on `example_inputs`.
+
+    `leaf_modules` lists module classes to keep opaque (one `call_module` node each) instead
+    of tracing through them; each needs a registered dimension rule or its dims are frozen.
+    """
     try:
-        graph_module = fx.symbolic_trace(model)
+        graph = _LeafTracer(leaf_modules).trace(model)
+        graph_module = fx.GraphModule(model, graph, type(model).__name__)
     except Exception as error:  # torch.fx raises many types; all mean "cannot trace".
         raise TraceError(
             f"torch.fx could not trace {type(model).__name__}: {error}. Symbolic tracing "
