@@ -143,7 +143,7 @@ class Grower:
 
         apply_plan(
             self.model, plan, optimizer=self.optimizer, entry_lr=self.entry_lr,
-            start_step=self._completed, verify=verify, generator=self._generator,
+            verify=verify, generator=self._generator,
         )
         self.analysis = grown[0]
         self.plans.append(plan)

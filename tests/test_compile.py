@@ -159,7 +159,7 @@ def test_failed_growth_leaves_model_and_optimizer_unchanged() -> None:
         analyse_model(model, (x,))
 
     with pytest.raises(GrowthError, match="failed and was undone"):
-        apply_plan(model, plan, optimizer=optimizer, entry_lr=None, start_step=1, verify=verify)
+        apply_plan(model, plan, optimizer=optimizer, entry_lr=None, verify=verify)
     assert dict(model.named_parameters()) == params_before
     assert all(a is b for a, b in zip(model.parameters(), params_before.values()))
     assert optimizer.param_groups[0]["params"] == list(params_before.values())

@@ -32,7 +32,7 @@ def grow(model: torch.nn.Module, inputs: torch.Tensor, axes: tuple[str, ...],
     )
     analysis = analyse_model(model, (inputs,))
     plan = plan_growth(analysis.axes, model, event, 0)
-    apply_plan(model, plan, optimizer=None, entry_lr=None, start_step=1,
+    apply_plan(model, plan, optimizer=None, entry_lr=None,
                verify=lambda: None, generator=torch.Generator().manual_seed(0))
 
 

@@ -50,7 +50,6 @@ def apply_plan(
     *,
     optimizer: torch.optim.Optimizer | None,
     entry_lr: EntryLR | None,
-    start_step: int,
     verify: Callable[[], None],
     generator: torch.Generator | None = None,
 ) -> None:
@@ -70,7 +69,8 @@ def apply_plan(
         state_swap = prepare_state_remap(optimizer, old_params, new_params, remaps, plan.optimizer)
     label_swap = None
     if entry_lr is not None:
-        label_swap = entry_lr.prepare_growth(plan.event_index, start_step, plan.lr, remaps)
+        # Label 0 marks original entries, so event k labels its new entries k + 1.
+        label_swap = entry_lr.prepare_growth(plan.event_index + 1, None, plan.lr, remaps)
 
     # Phase 2: commit, recording how to undo each change.
     transaction = Transaction()
@@ -149,7 +149,7 @@ def _scale_output(model: nn.Module, output: OutputScale, transaction: Transactio
     if isinstance(module, ScaledLinear):
         old_scale = module.logit_scale.clone()
         module.logit_scale.mul_(output.scale)
-        transaction.did(lambda: module.logit_scale.copy_(old_scale))
+        transaction.did(lambda: setattr(module, "logit_scale", old_scale))
         return
     if type(module) is not nn.Linear:
         raise GrowthError(

@@ -309,7 +309,10 @@ def _reshape_groups(
 @register_function_rule(torch.transpose)
 def transpose(ctx: RuleContext, node: fx.Node) -> None:
     x, y = ctx.dims(node.args[0]), ctx.output_dims(node)
-    a, b = (int(v) for v in node.args[1:3])  # type: ignore[call-overload]
+    a, b = node.args[1:3]
+    if not isinstance(a, int) or not isinstance(b, int):
+        ctx.freeze_node(node, f"{node.name}: transpose with computed dims is not supported")
+        return
     order = list(range(len(x)))
     order[a], order[b] = order[b], order[a]
     ctx.equal_all(((x[order[k]], y[k]) for k in range(len(y))), node)
@@ -329,7 +332,10 @@ def split(ctx: RuleContext, node: fx.Node) -> None:
     # x (..., A + B + C, ...) -> pieces (..., A, ...), (..., B, ...), (..., C, ...)
     x = ctx.dims(node.args[0])
     dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
-    axis = int(dim) % len(x)  # type: ignore[call-overload]
+    if not isinstance(dim, int):
+        ctx.freeze_node(node, f"{node.name}: split along a computed dim is not supported")
+        return
+    axis = dim % len(x)
     pieces = ctx.traced.shapes[node.name]
     parts = []
     for element in range(len(pieces)):

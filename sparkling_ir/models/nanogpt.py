@@ -39,10 +39,6 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
-    def widened(self, **sizes: int) -> GPTConfig:
-        """Return a copy with some sizes replaced, e.g. `config.widened(n_embd=128)`."""
-        return replace(self, **sizes)
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
