@@ -2,6 +2,7 @@
 
     sparkling check FILE...          validate .grow files (exit 1 and located errors if not)
     sparkling axes [MODEL OPTIONS]   print the width axes of the bundled model
+    sparkling plan SCHEDULE          print what each growth event changes on that model
     sparkling train SCHEDULE         train the bundled GPT and widen it as the schedule says
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparkling_ir.compile import cli as plan_cli
     from sparkling_ir.graph import cli as axes_cli
     from sparkling_ir.schedule import cli as check_cli
     from sparkling_ir.train import cli as train_cli
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     check_cli.add_parser(commands)
     axes_cli.add_parser(commands)
+    plan_cli.add_parser(commands)
     train_cli.add_parser(commands)
     return parser
 

@@ -131,8 +131,11 @@ class Grower:
                 reports.append(self.apply_event(index))
         return reports
 
-    def apply_event(self, index: int) -> GrowthReport:
-        """Apply event `index` now, whatever the step; all or nothing."""
+    def apply_event(self, index: int, step: int | None = None) -> GrowthReport:
+        """Apply event `index` now, whatever the step; all or nothing.
+
+        `step` is recorded in the report; it defaults to the completed-step count.
+        """
         event = self.schedule.events[index]
         params_before = count_parameters(self.model)
         plan = plan_growth(self.analysis.axes, self.model, event, index)
@@ -149,7 +152,7 @@ class Grower:
         self.plans.append(plan)
         report = GrowthReport(
             event_index=index,
-            step=self._completed,
+            step=self._completed if step is None else step,
             changes=_describe_changes(plan),
             params_before=params_before,
             params_after=count_parameters(self.model),

@@ -76,7 +76,9 @@ class DimRemap(BaseModel):
         cyclic = self.source == tuple(j % self.old_size for j in range(self.new_size))
         if appended and cyclic:
             return f"{self.old_size} -> {self.new_size} (append cyclic copies)"
-        return f"{self.old_size} -> {self.new_size} (custom layout)"
+        if appended:
+            return f"{self.old_size} -> {self.new_size} (append copies)"
+        return f"{self.old_size} -> {self.new_size} (new entries interleaved, e.g. per segment)"
 
 
 class ParamRemap(BaseModel):

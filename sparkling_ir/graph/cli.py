@@ -10,7 +10,8 @@ import torch
 
 from sparkling_ir.analysis import analyse_model
 from sparkling_ir.errors import SparklingError
-from sparkling_ir.models.nanogpt import GPT, GPTConfig
+from sparkling_ir.models.arguments import add_model_arguments, config_from_arguments
+from sparkling_ir.models.nanogpt import GPT
 
 
 def add_parser(commands: Any) -> None:
@@ -22,12 +23,7 @@ def add_parser(commands: Any) -> None:
             "width axes: each axis with its role, size and the parameters that follow it."
         ),
     )
-    defaults = GPTConfig()
-    parser.add_argument("--n-layer", type=int, default=defaults.n_layer, help="transformer blocks")
-    parser.add_argument("--n-embd", type=int, default=defaults.n_embd, help="hidden size")
-    parser.add_argument("--n-head", type=int, default=defaults.n_head, help="attention heads")
-    parser.add_argument("--head-dim", type=int, default=defaults.head_dim, help="size of one head")
-    parser.add_argument("--ffn-dim", type=int, default=defaults.ffn_dim, help="MLP width")
+    add_model_arguments(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     parser.add_argument("--members", action="store_true", help="list the parameter dims of each axis")
     parser.add_argument("--graph", action="store_true", help="print the whole dimension graph")
@@ -36,10 +32,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = GPTConfig(
-            n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
-            head_dim=args.head_dim, ffn_dim=args.ffn_dim,
-        )
+        config = config_from_arguments(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,53 @@
+"""`sparkling plan SCHEDULE`: print the growth plan of every event on the bundled GPT.
+
+The schedule is bound to a GPT with random weights of the given sizes and its events are
+applied in order, without an optimizer, so each plan is printed for the model as the earlier
+events left it. Nothing is trained and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparkling_ir.errors import SparklingError
+from sparkling_ir.models.arguments import add_model_arguments, config_from_arguments
+from sparkling_ir.models.nanogpt import GPT
+from sparkling_ir.runtime import Grower
+from sparkling_ir.schedule import load_schedule
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "plan",
+        help="print what each growth event changes on the bundled GPT",
+        description=__doc__,
+    )
+    parser.add_argument("schedule", type=Path, help=".grow schedule file")
+    add_model_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_arguments(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        schedule = load_schedule(args.schedule)
+        model = GPT(config)
+        example = torch.zeros(2, min(8, config.block_size), dtype=torch.long)
+        grower = Grower(model, None, schedule, example_inputs=(example,), tokens_per_step=1)
+        for index, step in enumerate(grower.event_steps):
+            report = grower.apply_event(index, step)
+            print(f"# {report.summary()}")
+            print(grower.plans[-1].format())
+    except SparklingError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
