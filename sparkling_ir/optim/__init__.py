@@ -1,7 +1,7 @@
 """The optimizer after growth: remapped state and per-entry learning rates.
 
-`prepare_state_remap` moves each widened parameter's optimizer state to the new shape
-(`[S, 0]` by default); `EntryLR` gives the new entries their own re-warmup lr inside the
+`prepare_state_remap` moves each widened parameter's optimizer state to the new shape,
+`[S, 0]` by default. `EntryLR` gives the new entries their own re-warmup lr inside the
 shared Parameters. Both key everything by fully qualified parameter name.
 """
 
