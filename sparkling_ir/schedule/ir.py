@@ -192,8 +192,8 @@ class TrainSteps(IRModel):
 
 
 class TrainTokens(IRModel):
-    """`train N tokens`: the length of training in tokens, turned into steps by the
-    training job, which knows the tokens per step."""
+    """`train N tokens`: the length of training in tokens. The training job turns it into
+    steps with its tokens per step."""
 
     kind: Literal["tokens"] = "tokens"
     tokens: int
