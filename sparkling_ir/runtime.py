@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class GrowthReport(BaseModel):
-    """What one applied growth event changed."""
+    """The changes and parameter counts of one applied growth event."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -174,14 +174,14 @@ class Grower:
         return analysis
 
     def new_entry_lr(self, group: int = 0) -> float | None:
-        """The LR that the newest entries of param group `group` get at the next step."""
+        """Return the LR that the newest entries of param group `group` get at the next step."""
         if self.entry_lr is None:
             return None
         return self.entry_lr.new_entry_lr(group)
 
 
 def _describe_changes(plan: GrowthPlan) -> tuple[str, ...]:
-    """One entry per role, e.g. `hidden 64 -> 128`, `ffn 256 -> 512 (x2 layers)`."""
+    """Summarise the axis changes per role, e.g. `ffn 256 -> 512 (in 2 layers)`."""
     by_role: dict[tuple[str, int, int], int] = {}
     for change in plan.axes:
         key = (change.role, change.old_size, change.new_size)

@@ -46,7 +46,8 @@ def test_equal_sizes_stay_separate_axes() -> None:
     analysis = axes_of(model, torch.randint(0, 256, (2, 5)))
     hidden = analysis.axes_with_role("hidden")
     ffn = analysis.axes_with_role("ffn")
-    assert len(hidden) == 1 and len(ffn) == 2
+    assert len(hidden) == 1
+    assert len(ffn) == 2
     assert {a.atom for a in ffn}.isdisjoint({hidden[0].atom})
 
 
@@ -95,7 +96,7 @@ def test_op_without_rule_freezes_its_dims() -> None:
 
 
 class OpaqueLayer(nn.Module):
-    """A user layer that torch.fx keeps as a leaf, so no rule sees inside it."""
+    """A user layer that torch.fx keeps as a leaf, so no rule looks inside it."""
 
     def __init__(self) -> None:
         super().__init__()

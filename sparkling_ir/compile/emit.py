@@ -1,9 +1,9 @@
 """Apply a `GrowthPlan` to a live model and optimizer, all or nothing.
 
-`apply_plan` first builds everything off to the side (new Parameters, new optimizer state,
-new LR labels, new module attributes), then commits it in one sweep, then checks the result:
-the widened model must run on the example inputs and its re-traced axes must have the sizes
-the plan promised. If any step fails, every committed change is undone and the model,
+`apply_plan` first builds everything off to the side: new Parameters, new optimizer state,
+new LR labels and new module attributes. It then commits them in one sweep and checks the
+result, because the widened model must run on the example inputs and its re-traced axes must
+have the sizes that the plan promised. If any step fails, every committed change is undone and the model,
 optimizer and LR labels are exactly as before (the same Parameter and state objects).
 """
 
@@ -53,7 +53,7 @@ def apply_plan(
     verify: Callable[[], None],
     generator: torch.Generator | None = None,
 ) -> None:
-    """Widen `model` (and `optimizer`, `entry_lr`) in place as `plan` says; see module doc."""
+    """Widen `model`, `optimizer` and `entry_lr` in place as `plan` specifies (see module doc)."""
     # Phase 1: build everything without touching the model or optimizer.
     old_params = {c.name: _get_param(model, c.name) for c in plan.params}
     new_params = {

@@ -5,8 +5,8 @@ Each method builds the new tensor of one parameter from the old one and its `Par
 - `sparkling`: every new entry copies its source entry (new rows duplicate old rows, new
   columns duplicate old columns), then the whole tensor is multiplied by the fan-in alpha.
 - `random`: new entries of matrices and fan-out biases are drawn from a normal distribution
-  with the mean and standard deviation of the tensor's old entries; fan-in alpha applies.
-- `zero`: new entries of matrices and fan-out biases are zero; fan-in alpha applies.
+  with the mean and standard deviation of the tensor's old entries. Fan-in alpha applies.
+- `zero`: new entries of matrices and fan-out biases are zero. Fan-in alpha applies.
 
 Element-wise parameters (norm gains and biases) always copy: new gains start like their
 source units under every method (copied and random gains train alike; zero gains would switch
@@ -22,7 +22,7 @@ from sparkling_ir.schedule.ir import InitMethod
 
 
 def init_param(old: torch.Tensor, change: ParamChange, method: InitMethod, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The widened tensor for `old` (same dtype and device); `old` is not modified."""
+    """Build the widened tensor for `old`, with its dtype and device; `old` is not modified."""
     with torch.no_grad():
         elementwise = not change.fan_in_dims and not change.fan_out_dims
         if method == "sparkling" or elementwise:

@@ -1,10 +1,10 @@
 """Bind one growth event to a model's axes and plan every change it implies.
 
-`plan_growth` is the compiler's middle: it resolves the schedule's axis names (`hidden`,
-`ffn`, `heads`) to the model's axes, checks the new sizes, propagates index maps through the
-dimension graph, and lists per parameter the index maps and fan-in scale, the output scales
-of tied heads, and the module attributes that store a grown size. It changes nothing: the
-`GrowthPlan` is applied by `sparkling_ir.compile.emit`.
+`plan_growth` is the middle of the compiler. It resolves the schedule's axis names (`hidden`,
+`ffn`, `heads`) to the model's axes, checks the new sizes and propagates index maps through
+the dimension graph. The resulting `GrowthPlan` lists the index maps and fan-in scale of each
+parameter, the output scales of tied heads, and the module attributes that store a grown
+size. Planning changes nothing, because `sparkling_ir.compile.emit` applies the plan.
 
 Fan-in scale (RMS-consistent alpha, SPARKLING section 2.1): a layer that sums over a widened
 input dim of old size `d` is multiplied as a whole by `alpha`. When new inputs and new columns
@@ -54,7 +54,7 @@ class AxisChange(PlanModel):
 
 
 class ParamChange(PlanModel):
-    """How one parameter (canonical name; `aliases` are its tied names) is widened."""
+    """The widening of one parameter, by canonical name; `aliases` lists its tied names."""
 
     name: str
     aliases: tuple[str, ...]
@@ -118,7 +118,7 @@ ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
     "head_dim": ("head_dim", "head_size", "d_head", "kv_channels"),
 }
 
-# Axis names the schedule language knows but this compiler cannot grow yet, with the reason.
+# Axis names that the schedule language accepts but this compiler cannot grow yet, with reasons.
 NOT_YET_GROWABLE: dict[str, str] = {
     "head_dim": "growing head_dim changes the attention score scale 1/sqrt(head_dim) and the "
                 "q . k contraction, which needs a score-scale rewrite not implemented yet",
@@ -319,7 +319,7 @@ def _plan_attributes(
 
 
 def _owning_modules(param_names: Iterable[str]) -> set[str]:
-    """Every module that owns one of the parameters, with all its ancestors."""
+    """Return every module that owns one of the parameters, with all its ancestors."""
     modules = {""}
     for name in param_names:
         parts = name.split(".")[:-1]
@@ -360,7 +360,7 @@ def check_events(analysis: AxisAnalysis, model: nn.Module, events: Iterable[Grow
 
 
 def _with_sizes(analysis: AxisAnalysis, sizes: dict[str, int]) -> AxisAnalysis:
-    """A view of `analysis` whose axes carry the simulated `sizes`."""
+    """Return a copy of `analysis` whose axes carry the simulated `sizes`."""
     view = copy.copy(analysis)
     view.axes = [axis.model_copy(update={"size": sizes[axis.name]}) for axis in analysis.axes]
     return view

@@ -3,8 +3,8 @@
 Growth sets an index map on some atoms (a head count, a hidden size). A class that is the
 row-major product of others (`n_head * head_dim`) or their concatenation (fused q/k/v) gets
 the map composed from its parts. Classes are visited in topological order of the relations,
-so propagation ends on every graph; a cycle or two relations that disagree on one class is a
-contradiction, reported with the nodes involved.
+so propagation ends on every graph. A cycle, or two relations that disagree on one class, is a
+contradiction and is reported with the nodes involved.
 """
 
 from __future__ import annotations

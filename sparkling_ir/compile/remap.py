@@ -1,8 +1,8 @@
 """Index maps: where every entry of a widened tensor comes from.
 
-A `DimRemap` describes one widened dimension. Old entries keep their values and move to
-`old_position[i]` (for an appended block that is `i` itself; for a head-dim growth inside a
-flattened `heads * head_dim` dimension they move). Every position `j` of the new dimension
+A `DimRemap` describes one widened dimension. Old entry `i` keeps its value and moves to
+`old_position[i]`. When new entries are appended that is `i` itself, but a head-dim growth
+inside a flattened `heads * head_dim` dimension moves old entries. Every position `j` of the new dimension
 derives from the old index `source[j]`: itself for old entries, the unit it duplicates for new
 ones. Initialisers read `source` to copy, optimizer-state remapping reads `old_position` to
 place the old state, and both read `new_mask` to find the new entries.
@@ -71,7 +71,7 @@ class DimRemap(BaseModel):
         return torch.bincount(self.source_tensor(), minlength=self.old_size)
 
     def describe(self) -> str:
-        """One stable line, e.g. `64 -> 128 (append copies of 0..63)`."""
+        """Describe the map in one stable line, e.g. `64 -> 128 (append cyclic copies)`."""
         appended = self.old_position == tuple(range(self.old_size))
         cyclic = self.source == tuple(j % self.old_size for j in range(self.new_size))
         if appended and cyclic:

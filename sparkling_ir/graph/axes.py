@@ -76,7 +76,7 @@ class AxisAnalysis:
         return self.graph.sizes[next(iter(self.classes[class_id]))]
 
     def dependents(self, class_id: int) -> set[int]:
-        """The classes whose size depends on `class_id` (itself included), through relations."""
+        """Return the classes whose size depends on `class_id` through relations, itself included."""
         found = {class_id}
         frontier = [class_id]
         while frontier:
@@ -91,7 +91,7 @@ class AxisAnalysis:
         return [axis for axis in self.axes if axis.role == role]
 
     def format_table(self) -> str:
-        """A plain-text table of the axes, one row each."""
+        """Format the axes as a plain-text table, one row each."""
         rows = [("axis", "role", "size", "fan-out", "fan-in", "elementwise", "status")]
         for axis in self.axes:
             status = "frozen: " + axis.frozen[0] if axis.frozen else "growable"
@@ -203,7 +203,7 @@ def _is_embedding_width(analysis: AxisAnalysis, dims: frozenset[Dim]) -> bool:
 
 
 def _is_value_head_dim(analysis: AxisAnalysis, class_id: int) -> bool:
-    """The last dim of attention values: a part, beside a heads class, of one factor."""
+    """Tell whether a class is the head size of attention values (a factor beside heads)."""
     for _, _, parts in analysis.relations:
         if class_id in parts and len(parts) == 2 and parts[1] == class_id:
             if analysis.classes[parts[0]] & analysis.graph.attention_heads:
@@ -238,7 +238,7 @@ def _axis_name(
 
 
 def _common_scope(names: list[str]) -> str:
-    """The longest module path shared by every parameter name, e.g. `blocks.0.mlp`."""
+    """Return the module path that every parameter name starts with, e.g. `blocks.0.mlp`."""
     split = [name.split(".")[:-1] for name in names]
     prefix: list[str] = []
     for parts in zip(*split):

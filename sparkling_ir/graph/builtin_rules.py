@@ -251,7 +251,7 @@ def reshape(ctx: RuleContext, node: fx.Node) -> None:
 
 
 def _tie_size_arguments(ctx: RuleContext, node: fx.Node, y: list[Dim]) -> None:
-    """A size argument read from another tensor (`x.size(0)`) ties that dim to the output."""
+    """Tie an output dim to the tensor dim that its size argument was read from (`x.size(0)`)."""
     sizes = node.args[1:]
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])

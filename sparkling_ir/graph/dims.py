@@ -1,7 +1,7 @@
 """The dimension graph: which tensor dimensions of a traced model must change together.
 
 Nodes are dimensions (`Dim`): dimension `index` of a parameter (by canonical name) or of a
-value computed by a traced node. Couplings say how two or more dimensions are tied:
+value computed by a traced node. Couplings state how two or more dimensions are tied:
 
 - `equal`: same size and the same index map (a residual add, a Linear's input and the columns
   of its weight, which the matmul contracts).
@@ -10,17 +10,19 @@ value computed by a traced node. Couplings say how two or more dimensions are ti
 - `concat`: one dimension is the concatenation of others, as the output of a fused q/k/v
   projection is of q, k and v.
 
-Parameter dimensions also carry tags saying how each use treats them: `fan_out` (the layer
+Parameter dimensions also carry tags that tell how each use treats them: `fan_out` (the layer
 produces this dimension: rows of a Linear weight, columns of an embedding), `fan_in` (the
 layer sums over it: columns of a Linear weight), `elementwise` (a norm gain or bias) or
 `indexed` (rows of an embedding, selected by token ids). Dimensions touched by an op without a
 rule are frozen, with the reason.
 
-    >>> graph = build_dim_graph(trace_model(nn.Linear(4, 8), (torch.randn(2, 4),)))
-    >>> print(graph.format())
-    equal   %x[0] == %linear[0]
-    equal   %x[1] == weight[1]
+    >>> print(analyse_model(nn.Linear(4, 8), (torch.randn(2, 4),)).graph.format())
+    equal   bias[0] == %linear[1]    (linear)
+    equal   weight[0] == %linear[1]    (linear)
+    equal   weight[1] == %input_1[1]    (linear)
     ...
+    tag     weight[1]: fan_in by linear
+    frozen  %input_1[1]: input_1 is a model input, whose shape the data fixes
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def describe_op(traced: TracedModel, node: fx.Node) -> str:
 
 
 class RuleContext:
-    """What a rule sees: shapes of the node's inputs and output, and the graph it adds to."""
+    """The view a rule gets: shapes of the node's inputs and output, and the graph it adds to."""
 
     def __init__(self, traced: TracedModel, graph: DimGraph) -> None:
         self.traced = traced
@@ -96,7 +96,7 @@ class RuleContext:
     # ---- shapes and dims ----------------------------------------------------------------
 
     def shape(self, arg: Any) -> torch.Size | None:
-        """The tensor shape of a node argument, or None if it is not a tensor."""
+        """Return the tensor shape of a node argument, or None if it is not a tensor."""
         if isinstance(arg, fx.Node):
             value = self.traced.shapes.get(arg.name)
             if isinstance(value, torch.Size):
@@ -104,7 +104,7 @@ class RuleContext:
         return None
 
     def dims(self, arg: Any) -> list[Dim]:
-        """The dims of a tensor-valued node argument (empty for non-tensors)."""
+        """Return the dims of a tensor-valued node argument (empty for non-tensors)."""
         shape = self.shape(arg)
         if shape is None or not isinstance(arg, fx.Node):
             return []

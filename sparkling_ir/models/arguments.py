@@ -18,7 +18,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_arguments(args: argparse.Namespace) -> GPTConfig:
-    """The config the flags describe; raises ValueError naming an invalid size."""
+    """Build the config the flags describe; raise ValueError naming an invalid size."""
     return GPTConfig(
         n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
         head_dim=args.head_dim, ffn_dim=args.ffn_dim,

@@ -131,7 +131,7 @@ class GPT(nn.Module):
         return logits
 
     def current_config(self) -> GPTConfig:
-        """The config of the model as it is now, read from the live modules (after growth too)."""
+        """Read the model's current sizes from its live modules, so growth shows up here."""
         first = self.blocks[0]
         assert isinstance(first, Block)
         return replace(

@@ -48,7 +48,7 @@ class TracedModel:
         return self.shapes[node.name]
 
     def owner(self, node: fx.Node) -> str:
-        """The qualified name of the innermost module whose forward produced `node`."""
+        """Return the qualified name of the innermost module whose forward produced `node`."""
         stack = node.meta.get("nn_module_stack") or {}
         if not stack:
             return ""
@@ -115,7 +115,7 @@ def trace_model(
     """Trace `model` with torch.fx and record every node's output shape on `example_inputs`.
 
     `leaf_modules` lists module classes to keep opaque (one `call_module` node each) instead
-    of tracing through them; each needs a registered dimension rule or its dims are frozen.
+    of tracing through them. Each needs a registered dimension rule, or its dims are frozen.
     """
     try:
         graph = _LeafTracer(leaf_modules).trace(model)
