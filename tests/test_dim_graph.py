@@ -172,5 +172,6 @@ def test_graph_prints_stably() -> None:
     analysis = axes_of(TwoLayerMLP(2, 3), torch.randn(5, 2))
     text = analysis.graph.format()
     assert text == axes_of(TwoLayerMLP(2, 3), torch.randn(5, 2)).graph.format()
-    assert "equal   up.weight[1] == %x[1]    (up)" in text
-    assert "tag     down.weight[1]: fan_in by down" in text
+    assert "contract up.weight[1] == %x[1]    (up)" in text
+    assert "equal    up.weight[0] == %up[1]    (up)" in text
+    assert "tag      down.weight[1]: fan_in by down" in text

@@ -136,7 +136,7 @@ def plan_growth(
     atom_maps: dict[int, DimRemap] = {}
     changes: list[AxisChange] = []
     for widen in event.widens:
-        for axis, new_size in _bind_widen(analysis, widen, diagnostics):
+        for axis, new_size in _bind_widen(analysis, widen, event.init.method, diagnostics):
             atom_maps[axis.atom] = DimRemap.append_cyclic(axis.size, new_size)
             changes.append(AxisChange(axis=axis.name, role=axis.role, old_size=axis.size, new_size=new_size))
     if diagnostics:
@@ -159,7 +159,7 @@ def plan_growth(
 
 
 def _bind_widen(
-    analysis: AxisAnalysis, widen: Widen, diagnostics: list[Diagnostic],
+    analysis: AxisAnalysis, widen: Widen, init: InitMethod, diagnostics: list[Diagnostic],
 ) -> list[tuple[Axis, int]]:
     def fail(message: str) -> list[tuple[Axis, int]]:
         diagnostics.append(_diagnostic(widen.span, message))
@@ -175,6 +175,12 @@ def _bind_widen(
     for axis in axes:
         if axis.frozen:
             return fail(f"cannot widen {axis.name}: {axis.frozen[0]}")
+        if init == "zero" and analysis.classes[axis.atom] & analysis.graph.gated:
+            return fail(
+                f"cannot widen {axis.name} with init zero: its units multiply two computed "
+                "factors (a gated unit such as SwiGLU), so zero rows in both would get no "
+                "gradient and never train; use init sparkling or init random"
+            )
         new_size = _new_size(axis, widen, diagnostics)
         if new_size is None:
             return []  # one message per widen, even when it binds several axes
@@ -353,7 +359,8 @@ def check_events(analysis: AxisAnalysis, model: nn.Module, events: Iterable[Grow
     sizes = {axis.name: axis.size for axis in analysis.axes}
     for event in events:
         for widen in event.widens:
-            for axis, new_size in _bind_widen(_with_sizes(analysis, sizes), widen, diagnostics):
+            view = _with_sizes(analysis, sizes)
+            for axis, new_size in _bind_widen(view, widen, event.init.method, diagnostics):
                 sizes[axis.name] = new_size
     if diagnostics:
         raise BindError(diagnostics)

@@ -184,11 +184,20 @@ def _role(analysis: AxisAnalysis, class_id: int) -> Role:
     if dims & graph.score_dims or _is_value_head_dim(analysis, class_id):
         return "head_dim"
     tags = {tag.kind for dim in dims for tag in graph.tags.get(dim, [])}
+    # A fused projection (gate and up in one matrix) produces the whole that this class is a
+    # segment of, so the fan-out tags sit on the classes that depend on this one.
+    dependent_tags = {
+        tag.kind
+        for dependent in analysis.dependents(class_id)
+        for dim in analysis.classes[dependent]
+        for tag in graph.tags.get(dim, [])
+    }
     if "indexed" in tags:
         return "indexed"
     if _is_embedding_width(analysis, dims):
         return "hidden"
-    if {"fan_out", "fan_in"} <= tags and not any(d.kind == "value" and d in graph.frozen for d in dims):
+    at_model_boundary = any(d.kind == "value" and d in graph.frozen for d in dims)
+    if {"fan_out", "fan_in"} <= dependent_tags and not at_model_boundary:
         return "ffn"
     return "other"
 

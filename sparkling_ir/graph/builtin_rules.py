@@ -51,7 +51,7 @@ def _linear(
     # x (..., in) @ W.T (in, out) + b (out) -> y (..., out)
     x, y = ctx.dims(source), ctx.output_dims(node)
     ctx.equal_all(zip(x[:-1], y[:-1]), node)
-    ctx.equal(x[-1], weight[1], node)  # contracted by the matmul
+    ctx.contract(x[-1], weight[1], node)
     ctx.equal(y[-1], weight[0], node)
     ctx.tag(weight[1], "fan_in", node)
     ctx.tag(weight[0], "fan_out", node)
@@ -135,13 +135,18 @@ def elementwise(ctx: RuleContext, node: fx.Node) -> None:
     # Broadcasting aligns dims from the right; a dim of size 1 against a larger one is a
     # broadcast and ties nothing.
     y = ctx.output_dims(node)
-    for arg in node.args[:2]:
-        x = ctx.dims(arg)
+    factors = [ctx.dims(arg) for arg in node.args[:2]]
+    for x in factors:
         for offset in range(1, len(x) + 1):
             in_dim, out_dim = x[-offset], y[-offset]
             if ctx.graph.sizes[in_dim] == 1 and ctx.graph.sizes[out_dim] != 1:
                 continue
             ctx.equal(in_dim, out_dim, node)
+    computed = all(isinstance(a, fx.Node) and a.op != "get_attr" for a in node.args[:2])
+    if node.target in (operator.mul, torch.mul, "mul") and all(factors) and computed:
+        # A product of two computed tensors (a SwiGLU gate): a unit whose factors are both
+        # zero gets no gradient, which initialisation must avoid.
+        ctx.graph.gated.update(y)
 
 
 def _track_derived_size(ctx: RuleContext, node: fx.Node) -> None:
@@ -358,7 +363,7 @@ def scaled_dot_product_attention(ctx: RuleContext, node: fx.Node) -> None:
     ctx.equal_all(zip(v[:-2], out[:-2]), node)
     ctx.equal(q[-2], out[-2], node)
     ctx.equal(k[-2], v[-2], node)
-    ctx.equal(q[-1], k[-1], node)  # contracted by q . k
+    ctx.contract(q[-1], k[-1], node)
     ctx.equal(v[-1], out[-1], node)
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
     if mask is not None:

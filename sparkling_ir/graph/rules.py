@@ -147,12 +147,19 @@ class RuleContext:
     # ---- couplings ----------------------------------------------------------------------
 
     def equal(self, a: Dim, b: Dim, node: fx.Node) -> None:
+        self._tie(a, b, node, "equal")
+
+    def contract(self, a: Dim, b: Dim, node: fx.Node) -> None:
+        """Tie two dims that a matmul sums over: same size and index map, like `equal`."""
+        self._tie(a, b, node, "contract")
+
+    def _tie(self, a: Dim, b: Dim, node: fx.Node, kind: str) -> None:
         size_a, size_b = self.graph.sizes[a], self.graph.sizes[b]
         if size_a != size_b:
             self.freeze([a, b], f"{node.name} ties dims of sizes {size_a} and {size_b}")
             return
         if a != b:
-            self.graph.equal_edges.add_edge(a, b, node=node.name)
+            self.graph.equal_edges.add_edge(a, b, node=node.name, kind=kind)
 
     def equal_all(self, pairs: Iterable[tuple[Dim, Dim]], node: fx.Node) -> None:
         for a, b in pairs:
