@@ -12,11 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sparkling_ir.errors import SparklingError
-from sparkling_ir.models.arguments import add_model_arguments, config_from_arguments
-from sparkling_ir.models.nanogpt import GPT
+from sparkling_ir.models.arguments import add_model_arguments, model_from_arguments
 from sparkling_ir.runtime import Grower
 from sparkling_ir.schedule import load_schedule
 
@@ -34,14 +31,12 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_from_arguments(args)
+        model, example = model_from_arguments(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         schedule = load_schedule(args.schedule)
-        model = GPT(config)
-        example = torch.zeros(2, min(8, config.block_size), dtype=torch.long)
         grower = Grower(model, None, schedule, example_inputs=(example,), tokens_per_step=1)
         for index, step in enumerate(grower.event_steps):
             report = grower.apply_event(index, step)

@@ -6,12 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-import torch
-
 from sparkling_ir.analysis import analyse_model
 from sparkling_ir.errors import SparklingError
-from sparkling_ir.models.arguments import add_model_arguments, config_from_arguments
-from sparkling_ir.models.nanogpt import GPT
+from sparkling_ir.models.arguments import add_model_arguments, model_from_arguments
 
 
 def add_parser(commands: Any) -> None:
@@ -32,12 +29,10 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_from_arguments(args)
+        model, example = model_from_arguments(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = GPT(config)
-    example = torch.zeros(2, min(8, config.block_size), dtype=torch.long)
     try:
         analysis = analyse_model(model, (example,))
     except SparklingError as error:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sparkling_ir.models.nanogpt import GPTConfig
+import torch
+
+from sparkling_ir.models.nanogpt import GPT, GPTConfig
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,3 +25,13 @@ def config_from_arguments(args: argparse.Namespace) -> GPTConfig:
         n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
         head_dim=args.head_dim, ffn_dim=args.ffn_dim,
     )
+
+
+def model_from_arguments(args: argparse.Namespace) -> tuple[GPT, torch.Tensor]:
+    """Build the GPT the flags describe (random weights) and a batch of token ids for tracing.
+
+    Raises ValueError naming an invalid size.
+    """
+    config = config_from_arguments(args)
+    example = torch.zeros(2, min(8, config.block_size), dtype=torch.long)
+    return GPT(config), example
