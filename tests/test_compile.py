@@ -167,3 +167,25 @@ def test_failed_growth_leaves_model_and_optimizer_unchanged() -> None:
         for key, value in state.items():
             assert torch.equal(value, state_before[param][key])
     assert torch.equal(model(x).detach(), output_before)
+
+
+def test_interrupted_growth_is_undone_to_same_objects(gpt: tuple[GPT, torch.Tensor]) -> None:
+    model, x = gpt
+    analysis = analyse_model(model, (x,))
+    apply_plan(model, plan_growth(analysis.axes, model, event(widen("hidden", 2.0)), 0),
+               optimizer=None, entry_lr=None, verify=lambda: None)
+    params_before = list(model.parameters())
+    scale_before = model.lm_head.logit_scale
+    output_before = model(x).detach()
+    analysis = analyse_model(model, (x,))
+    plan = plan_growth(analysis.axes, model, event(widen("hidden", 2.0)), 1)
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        apply_plan(model, plan, optimizer=None, entry_lr=None, verify=interrupt)
+    assert all(a is b for a, b in zip(model.parameters(), params_before, strict=True))
+    assert model.lm_head.logit_scale is scale_before
+    assert float(model.lm_head.logit_scale) == 0.5
+    assert torch.equal(model(x).detach(), output_before)

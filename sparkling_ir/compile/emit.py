@@ -96,8 +96,10 @@ def apply_plan(
     # Phase 3: the widened model must run and match the plan.
     try:
         verify()
-    except Exception as error:
+    except BaseException as error:
         transaction.rollback()
+        if not isinstance(error, Exception):
+            raise  # KeyboardInterrupt and friends: undone, then passed on unchanged
         raise GrowthError(
             f"growth event {plan.event_index} failed and was undone: the widened model does "
             f"not run or does not match the plan ({type(error).__name__}: {error}). The model "
@@ -147,8 +149,9 @@ def _set_attribute(target: Any, attribute: str, value: Any, transaction: Transac
 def _scale_output(model: nn.Module, output: OutputScale, transaction: Transaction) -> None:
     module = model.get_submodule(output.module)
     if isinstance(module, ScaledLinear):
-        old_scale = module.logit_scale.clone()
-        module.logit_scale.mul_(output.scale)
+        # A new buffer tensor, so that undoing restores the very object the module held.
+        old_scale = module.logit_scale
+        module.logit_scale = old_scale * output.scale
         transaction.did(lambda: setattr(module, "logit_scale", old_scale))
         return
     if type(module) is not nn.Linear:
