@@ -15,6 +15,7 @@ A fraction `at 50%` of `train 4000 steps` is step 2000; a token count is divided
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from sparkling_ir.compile.emit import apply_plan, count_parameters
 from sparkling_ir.compile.plan import GrowthPlan, check_events, plan_growth
 from sparkling_ir.errors import GrowthError
 from sparkling_ir.optim.lr import EntryLR
-from sparkling_ir.schedule import resolve_event_steps, resolve_train_steps
+from sparkling_ir.schedule import load_schedule, resolve_event_steps, resolve_train_steps
 from sparkling_ir.schedule.ir import RewarmupLR, Schedule
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,10 @@ class GrowthReport(BaseModel):
 class Grower:
     """Binds a schedule to a model and optimizer and applies its events at their steps.
 
-    Construction traces the model on `example_inputs`, builds its dimension graph and checks
-    every event against the model's axes and sizes, so a schedule that cannot apply fails here
-    and not half-way through training. `step()` is called once after each `optimizer.step()`.
+    `schedule` is a parsed `Schedule` or the path of a `.grow` file. Construction traces the
+    model on `example_inputs`, builds its dimension graph and checks every event against the
+    model's axes and sizes, so a schedule that cannot apply fails here and not half-way through
+    training. `step()` is called once after each `optimizer.step()`.
 
     `min_lr` is the floor that re-warmed new entries decay to at the end of training; it
     defaults to the schedule's `lr cosine ... min` and is required when the schedule re-warms
@@ -67,13 +69,20 @@ class Grower:
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer | None,
-        schedule: Schedule,
+        schedule: Schedule | str | os.PathLike[str],
         *,
         example_inputs: Sequence[Any],
         tokens_per_step: int | None = None,
         min_lr: float | None = None,
         seed: int = 0,
     ) -> None:
+        if isinstance(schedule, (str, os.PathLike)):
+            schedule = load_schedule(schedule)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(
+                f"Grower expects a Schedule or the path of a .grow file, got "
+                f"{type(schedule).__name__}; load one with sparkling_ir.load_schedule(path)"
+            )
         self.model = model
         self.optimizer = optimizer
         self.schedule = schedule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +199,13 @@ def test_rewarmup_needs_a_minimum_lr() -> None:
     grower = sparkling_ir.Grower(model, optimizer, schedule,
                                  example_inputs=(torch.zeros(2, 4, dtype=torch.long),), min_lr=0.0)
     assert grower.train_steps == 1000
+
+
+def test_grower_accepts_a_schedule_path(tmp_path: Path) -> None:
+    path = tmp_path / "s.grow"
+    path.write_text("schedule s {\n  train 10 steps\n  at step 5 {\n    widen ffn x2\n    lr new same\n  }\n}\n")
+    model = GPT(GPTConfig(n_layer=1, n_embd=8, ffn_dim=16, n_head=2, head_dim=4))
+    grower = sparkling_ir.Grower(model, None, str(path), example_inputs=(torch.zeros(2, 4, dtype=torch.long),))
+    assert grower.schedule.name == "s"
+    with pytest.raises(TypeError, match="expects a Schedule or the path of a .grow file, got int"):
+        sparkling_ir.Grower(model, None, 3, example_inputs=(torch.zeros(2, 4, dtype=torch.long),))  # type: ignore[arg-type]

@@ -136,3 +136,49 @@ def test_per_head_norm_follows_head_dim_axis() -> None:
     head_dim = next(a for a in analysis.axes.axes if a.name.endswith("head_dim[qk]"))
     params = {m.param for m in head_dim.members}
     assert {"q_norm.weight", "k_norm.weight"} <= params
+
+
+class HandWrittenRMSNorm(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class SumPooled(HandWrittenRMSNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.sum(-1, keepdim=True) * self.weight
+
+
+class TinyLM(nn.Module):
+    def __init__(self, norm: type[HandWrittenRMSNorm]) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.norm = norm(8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 20)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        x = x + self.down(F.gelu(self.up(self.norm(x))))
+        return self.head(x)
+
+
+def test_hand_written_rms_norm_grows_with_hidden() -> None:
+    torch.manual_seed(0)
+    model = TinyLM(HandWrittenRMSNorm).double()
+    ids = torch.randint(0, 20, (2, 5))
+    before = model(ids).detach()
+    grow(model, (ids,), "hidden")
+    assert model.norm.weight.shape == (16,)
+    torch.testing.assert_close(model(ids).detach(), before, rtol=1e-10, atol=1e-12)
+
+
+def test_sum_over_hidden_freezes_it() -> None:
+    model = TinyLM(SumPooled)
+    ids = torch.randint(0, 20, (2, 5))
+    with pytest.raises(BindError, match="no dimension rule for method Tensor.sum"):
+        grow(model, (ids,), "hidden")

@@ -104,11 +104,11 @@ _SAME_SHAPE_MODULES = (
 _SAME_SHAPE_FUNCTIONS = (
     F.gelu, F.relu, F.silu, F.dropout, F.softmax, F.log_softmax, F.tanh, F.sigmoid,
     torch.tanh, torch.sigmoid, torch.relu, torch.exp, torch.rsqrt, torch.softmax,
-    torch.nn.functional.mish,
+    torch.nn.functional.mish, torch.sqrt, torch.pow, torch.square, torch.abs,
 )
 _SAME_SHAPE_METHODS = (
     "contiguous", "float", "half", "bfloat16", "to", "type_as", "clone", "detach",
-    "softmax", "relu", "sigmoid", "tanh", "exp",
+    "softmax", "relu", "sigmoid", "tanh", "exp", "rsqrt", "sqrt", "pow", "square", "abs",
 )
 
 
@@ -121,6 +121,26 @@ def same_shape(ctx: RuleContext, node: fx.Node) -> None:
         ctx.freeze_node(node, f"{node.name} changed the rank of its input")
         return
     ctx.equal_all(zip(x, y), node)
+
+
+@register_method_rule("mean", "amax", "amin")
+@register_function_rule(torch.mean, torch.amax, torch.amin)
+def normalising_reduction(ctx: RuleContext, node: fx.Node) -> None:
+    """Reductions whose value does not depend on how many copies a dim holds.
+
+    The mean (or maximum, minimum) over `[h, h]` equals that over `h`, so the reduced dim may
+    grow: it ties nothing. `sum` doubles and the unbiased `var` changes, so neither has a rule.
+    """
+    x, y = ctx.dims(node.args[0]), ctx.output_dims(node)
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+    if dims is None:
+        return  # reduced to a scalar: no dim survives
+    reduced = {d % len(x) for d in (dims if isinstance(dims, (tuple, list)) else [dims])}  # type: ignore[operator]
+    kept = [d for i, d in enumerate(x) if i not in reduced or keepdim]
+    for in_dim, out_dim in zip(kept, y):
+        if x.index(in_dim) not in reduced:
+            ctx.equal(in_dim, out_dim, node)
 
 
 @register_function_rule(
