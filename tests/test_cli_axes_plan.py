@@ -33,7 +33,7 @@ def test_axes_json_has_members(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_axes_rejects_invalid_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["axes", "--n-head", "0"]) == 2
-    assert "n_head must be a positive integer, got 0" in capsys.readouterr().err
+    assert "--n-head must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_plan_prints_each_event(capsys: pytest.CaptureFixture[str]) -> None:

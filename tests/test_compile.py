@@ -189,3 +189,22 @@ def test_interrupted_growth_is_undone_to_same_objects(gpt: tuple[GPT, torch.Tens
     assert model.lm_head.logit_scale is scale_before
     assert float(model.lm_head.logit_scale) == 0.5
     assert torch.equal(model(x).detach(), output_before)
+
+
+def test_missing_axis_message_explains_frozen_axes() -> None:
+    class Cumulative(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.Linear(4, 6)
+            self.down = nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.down(torch.cumsum(self.up(x), dim=-1))
+
+    model = Cumulative()
+    analysis = analyse_model(model, (torch.randn(2, 4),))
+    with pytest.raises(BindError) as caught:
+        plan_growth(analysis.axes, model, event(widen("ffn", 2.0)), 0)
+    message = str(caught.value)
+    assert "this model has no ffn axis" in message
+    assert "no dimension rule for function torch.cumsum" in message

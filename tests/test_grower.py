@@ -209,3 +209,107 @@ def test_grower_accepts_a_schedule_path(tmp_path: Path) -> None:
     assert grower.schedule.name == "s"
     with pytest.raises(TypeError, match="expects a Schedule or the path of a .grow file, got int"):
         sparkling_ir.Grower(model, None, 3, example_inputs=(torch.zeros(2, 4, dtype=torch.long),))  # type: ignore[arg-type]
+
+
+def small_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=1, n_embd=8, ffn_dim=16, n_head=2, head_dim=4))
+
+
+TOKENS = torch.zeros(2, 4, dtype=torch.long)
+
+
+def one_event(body: str, train: int = 100) -> sparkling_ir.Schedule:
+    return sparkling_ir.parse_schedule(
+        f"schedule s {{\n  train {train} steps\n  lr cosine peak 1e-2 min 1e-3\n"
+        f"  at step 5 {{\n    {body}\n    lr new rewarmup 2 steps\n  }}\n}}\n", "s.grow")
+
+
+@pytest.mark.parametrize("size, message", [
+    ("999999999999", "more than the largest tensor dim supported"),
+    ("1000000000", "for the weights alone, more than the"),
+])
+def test_oversized_growth_fails_at_construction(size: str, message: str) -> None:
+    model = small_gpt()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with pytest.raises(GrowthError, match=message):
+        sparkling_ir.Grower(model, optimizer, one_event(f"widen ffn to {size}"), example_inputs=(TOKENS,))
+    assert not optimizer._optimizer_step_pre_hooks
+
+
+def test_optimizer_missing_grown_params_fails_early() -> None:
+    model = small_gpt()
+    optimizer = torch.optim.AdamW(model.blocks.parameters(), lr=1e-2)
+    with pytest.raises(GrowthError, match=r"does not hold 4 trainable parameter\(s\) .* e.g. ln_f.bias"):
+        sparkling_ir.Grower(model, optimizer, one_event("widen hidden x2"), example_inputs=(TOKENS,))
+
+
+@pytest.mark.parametrize("optimizer_type", [torch.optim.Rprop, torch.optim.ASGD])
+def test_rewarmup_with_unsupported_optimizer_fails_early(optimizer_type: type) -> None:
+    model = small_gpt()
+    optimizer = optimizer_type(model.parameters(), lr=1e-2)
+    with pytest.raises(GrowthError, match="cannot re-warm new entries"):
+        sparkling_ir.Grower(model, optimizer, one_event("widen ffn x2"), example_inputs=(TOKENS,))
+    assert not optimizer._optimizer_step_pre_hooks
+
+
+def test_min_lr_per_param_group() -> None:
+    model = small_gpt()
+    optimizer = torch.optim.AdamW([
+        {"params": list(model.blocks.parameters()), "lr": 1e-2},
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("blocks.")], "lr": 1e-4},
+    ])
+    grower = sparkling_ir.Grower(model, optimizer, one_event("widen hidden x2", train=10),
+                                 example_inputs=(TOKENS,), min_lr=[1e-3, 1e-5])
+    for _ in range(10):
+        model(TOKENS).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        grower.step()
+    assert grower.new_entry_lr(0) == pytest.approx(1e-3)
+    assert grower.new_entry_lr(1) == pytest.approx(1e-5)
+
+
+def test_apply_event_rejects_repeats_and_unknown_index() -> None:
+    model = small_gpt()
+    grower = sparkling_ir.Grower(model, None, one_event("widen ffn x2"), example_inputs=(TOKENS,))
+    grower.apply_event(0)
+    with pytest.raises(GrowthError, match="event 0 of schedule s was already applied"):
+        grower.apply_event(0)
+    with pytest.raises(GrowthError, match="has 1 event\\(s\\), so there is no event 3"):
+        grower.apply_event(3)
+
+
+class Gate(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if float(x.sum()) > 0 else -x  # data-dependent: torch.fx cannot trace it
+
+
+class GatedModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(4, 8)
+        self.gate = Gate()
+        self.down = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(self.gate(self.up(x)))
+
+
+def test_leaf_modules_make_untraceable_code_usable() -> None:
+    from sparkling_ir.graph.builtin_rules import same_shape
+    from sparkling_ir.graph.rules import MODULE_RULES, register_module_rule
+
+    schedule = sparkling_ir.parse_schedule(
+        "schedule s {\n  train 10 steps\n  at step 2 {\n    widen ffn x2\n    lr new same\n  }\n}\n")
+    with pytest.raises(sparkling_ir.TraceError, match="leaf_modules"):
+        sparkling_ir.Grower(GatedModel(), None, schedule, example_inputs=(torch.randn(3, 4),))
+    register_module_rule(Gate)(same_shape)
+    try:
+        model = GatedModel()
+        grower = sparkling_ir.Grower(model, None, schedule, example_inputs=(torch.randn(3, 4),),
+                                     leaf_modules=(Gate,))
+        grower.apply_event(0)
+        assert model.up.out_features == 16
+    finally:
+        del MODULE_RULES[Gate]

@@ -26,6 +26,10 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("schedule", type=Path, help=".grow schedule file")
     add_model_arguments(parser)
+    parser.add_argument(
+        "--batch-size", type=int, default=16,
+        help="sequences per update, to turn token counts into steps as train does (default: 16)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         schedule = load_schedule(args.schedule)
-        grower = Grower(model, None, schedule, example_inputs=(example,), tokens_per_step=1)
+        tokens_per_step = max(1, args.batch_size) * model.block_size
+        grower = Grower(model, None, schedule, example_inputs=(example,), tokens_per_step=tokens_per_step)
         for index, step in enumerate(grower.event_steps):
             report = grower.apply_event(index, step)
             print(f"# {report.summary()}")

@@ -118,6 +118,9 @@ ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {
     "head_dim": ("head_dim", "head_size", "d_head", "kv_channels"),
 }
 
+# Larger dims do not fit the 32-bit indices that many kernels use.
+MAX_DIM_SIZE = 2**31 - 1
+
 # Axis names that the schedule language accepts but this compiler cannot grow yet, with reasons.
 NOT_YET_GROWABLE: dict[str, str] = {
     "head_dim": "growing head_dim changes the attention score scale 1/sqrt(head_dim) and the "
@@ -169,8 +172,7 @@ def _bind_widen(
         return fail(f"cannot widen {widen.axis}: {NOT_YET_GROWABLE[widen.axis]}")
     axes = analysis.axes_with_role(widen.axis)
     if not axes:
-        found = sorted({a.role for a in analysis.axes if a.role not in ("indexed", "other")})
-        return fail(f"this model has no {widen.axis} axis; its axes are: {', '.join(found)}")
+        return fail(_no_axis_message(analysis, widen.axis))
     bound = []
     for axis in axes:
         if axis.frozen:
@@ -188,12 +190,26 @@ def _bind_widen(
     return bound
 
 
+def _no_axis_message(analysis: AxisAnalysis, role: str) -> str:
+    """Explain a missing axis, naming the axes whose role is unknown and why they are frozen."""
+    found = sorted({a.role for a in analysis.axes if a.role not in ("indexed", "other")})
+    message = f"this model has no {role} axis"
+    message += f"; its axes are: {', '.join(found)}" if found else "; no axis has a known role"
+    unknown = [a for a in analysis.axes if a.role == "other"]
+    if unknown:
+        first = unknown[0]
+        reason = f"frozen: {first.frozen[0]}" if first.frozen else "its role is unknown"
+        message += (f". {len(unknown)} axis(es) have no role, e.g. {first.name} "
+                    f"(size {first.size}, {reason})")
+    return message
+
+
 def _new_size(axis: Axis, widen: Widen, diagnostics: list[Diagnostic]) -> int | None:
     if isinstance(widen.amount, ByFactor):
         exact = axis.size * widen.amount.factor
-        if abs(exact - round(exact)) > 1e-9:
+        if not math.isfinite(exact) or abs(exact - round(exact)) > 1e-9:
             diagnostics.append(_diagnostic(widen.span, (
-                f"widen {widen.axis} x{widen.amount.factor:g} gives {exact:g} for {axis.name} "
+                f"widen {widen.axis} x{widen.amount.factor!r} gives {exact!r} for {axis.name} "
                 f"(size {axis.size}), which is not an integer; use a factor that divides "
                 f"evenly or `to SIZE`"
             )))
@@ -201,6 +217,12 @@ def _new_size(axis: Axis, widen: Widen, diagnostics: list[Diagnostic]) -> int | 
         new_size = round(exact)
     else:
         new_size = widen.amount.size
+    if new_size > MAX_DIM_SIZE:
+        diagnostics.append(_diagnostic(widen.span, (
+            f"widen {widen.axis} makes {axis.name} {new_size:,} wide, more than the largest "
+            f"tensor dim supported ({MAX_DIM_SIZE:,}); choose a smaller size"
+        )))
+        return None
     if new_size <= axis.size:
         diagnostics.append(_diagnostic(widen.span, (
             f"widen {widen.axis} to {new_size} does not grow {axis.name}, which already has "
@@ -348,11 +370,14 @@ def _is_size(value: object, old: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value == old
 
 
-def check_events(analysis: AxisAnalysis, model: nn.Module, events: Iterable[GrowthEvent]) -> None:
+def check_events(
+    analysis: AxisAnalysis, model: nn.Module, events: Iterable[GrowthEvent],
+) -> dict[str, int]:
     """Check every event's axes and sizes up front, following sizes from event to event.
 
-    Raises `BindError` with the problems of all events together. The full plan of a later
-    event is only built when it fires, on the model as the earlier events left it.
+    Returns the size of every axis after the last event. Raises `BindError` with the problems
+    of all events together. The full plan of a later event is only built when it fires, on
+    the model as the earlier events left it.
     """
     del model  # sizes stored outside tensors are checked when the event is planned
     diagnostics: list[Diagnostic] = []
@@ -364,6 +389,30 @@ def check_events(analysis: AxisAnalysis, model: nn.Module, events: Iterable[Grow
                 sizes[axis.name] = new_size
     if diagnostics:
         raise BindError(diagnostics)
+    return sizes
+
+
+def estimate_parameter_count(analysis: AxisAnalysis, sizes: dict[str, int]) -> int:
+    """Estimate the parameter count once every axis has the given size.
+
+    A dim that depends on several grown atoms (a flat `n_head * head_dim`) grows by the
+    product of their ratios, which is exact for products and an upper bound for concatenations.
+    """
+    ratios = {axis.atom: sizes[axis.name] / axis.size for axis in analysis.axes}
+    class_ratio = [1.0] * len(analysis.classes)
+    for atom, ratio in ratios.items():
+        if ratio != 1.0:
+            for dependent in analysis.dependents(atom):
+                class_ratio[dependent] *= ratio
+    shapes: dict[str, dict[int, int]] = {}
+    for dim, size in analysis.graph.sizes.items():
+        if dim.kind == "param":
+            new = size * class_ratio[analysis.class_of[dim]]
+            shapes.setdefault(dim.name, {})[dim.index] = round(new)
+    total = 0
+    for dims in shapes.values():
+        total += math.prod(dims.values())
+    return total
 
 
 def _with_sizes(analysis: AxisAnalysis, sizes: dict[str, int]) -> AxisAnalysis:

@@ -256,7 +256,7 @@ class EntryLR:
         self._check_event_id(event_id)
         start = self._check_start_step(start_step)
         if isinstance(policy, RewarmupLR):
-            self._check_proportional()
+            self.check_rewarmup_supported()
         labels = {name: self._grown_labels(name, remap, event_id) for name, remap in remaps.items()}
         return LabelSwap(self, _Event(event_id, start, policy, tuple(remaps)), labels)
 
@@ -276,7 +276,8 @@ class EntryLR:
             )
         return start_step
 
-    def _check_proportional(self) -> None:
+    def check_rewarmup_supported(self) -> None:
+        """Raise `GrowthError` if this optimizer's update is not proportional to its lr."""
         for optimizer_type, reason in _NOT_PROPORTIONAL.items():
             if isinstance(self._optimizer, optimizer_type):
                 raise GrowthError(

@@ -107,6 +107,12 @@ class _LeafTracer(fx.Tracer):
         return isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
 
 
+def _first_line(error: BaseException) -> str:
+    """The message of `error` without the graph dump that torch.fx appends."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def trace_model(
     model: torch.nn.Module,
     example_inputs: Sequence[Any],
@@ -122,9 +128,10 @@ def trace_model(
         graph_module = fx.GraphModule(model, graph, type(model).__name__)
     except Exception as error:  # torch.fx raises many types; all mean "cannot trace".
         raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {error}. Symbolic tracing "
-            "cannot follow data-dependent control flow; move such code into a submodule and "
-            "register a dimension rule for it, or trace the model with another front end."
+            f"torch.fx could not trace {type(model).__name__}: {_first_line(error)}. Symbolic "
+            "tracing cannot follow data-dependent control flow. Move such code into a submodule, "
+            "pass its class in leaf_modules=(...) so that tracing keeps it opaque, and register "
+            "a dimension rule for it (sparkling_ir.graph.rules.register_module_rule)."
         ) from error
     recorder = _ShapeRecorder(graph_module)
     try:
@@ -132,9 +139,10 @@ def trace_model(
             recorder.run(*example_inputs)
     except Exception as error:
         raise TraceError(
-            f"the traced {type(model).__name__} failed on the example inputs: {error}. "
-            "Pass example_inputs that the model's forward accepts, as a tuple of positional "
-            "arguments."
+            f"the traced {type(model).__name__} failed on the example inputs: "
+            f"{_first_line(error)}. Check that example_inputs is a tuple of positional "
+            "arguments that the model's forward accepts, and that every size the model "
+            "computes with is read from the model (not a literal)."
         ) from error
     params, alias_to_param = collect_params(model)
     logger.info(
