@@ -11,6 +11,7 @@ command's own wall time (start-up, data loading, both runs) is measured here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,8 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str]) -> int:
-    schedule = argv[0] if argv and not argv[0].startswith("-") else "schedules/tinygpt_2x.grow"
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("schedule", nargs="?", default="schedules/tinygpt_2x.grow",
+                        help="schedule to train (default: schedules/tinygpt_2x.grow)")
+    parser.add_argument("train_flags", nargs=argparse.REMAINDER,
+                        help="flags passed on to sparkling train, after --")
+    args = parser.parse_args(argv)
+    schedule = args.schedule
+    extra = [flag for flag in args.train_flags if flag != "--"]
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "sparkling_ir", "train", schedule,
                    "--compare", "scratch", "--quiet", "--out", out, *extra]

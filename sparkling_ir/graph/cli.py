@@ -21,9 +21,10 @@ def add_parser(commands: Any) -> None:
         ),
     )
     add_model_arguments(parser)
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--format", choices=("table", "json"), default="table", help="output format of the axes")
+    output.add_argument("--graph", action="store_true", help="print the whole dimension graph instead")
     parser.add_argument("--members", action="store_true", help="list the parameter dims of each axis")
-    parser.add_argument("--graph", action="store_true", help="print the whole dimension graph")
     parser.set_defaults(run=run)
 
 
