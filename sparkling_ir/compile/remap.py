@@ -71,13 +71,17 @@ class DimRemap(BaseModel):
         return torch.bincount(self.source_tensor(), minlength=self.old_size)
 
     def describe(self) -> str:
-        """Describe the map in one stable line, e.g. `64 -> 128 (append cyclic copies)`."""
+        """Describe the map in one stable line, e.g. `64 -> 128 (appended, source j mod 64)`.
+
+        The source is the old entry a new one is paired with: its copy under `sparkling`
+        initialisation, the unit whose place it takes under `random` and `zero`.
+        """
         appended = self.old_position == tuple(range(self.old_size))
         cyclic = self.source == tuple(j % self.old_size for j in range(self.new_size))
         if appended and cyclic:
-            return f"{self.old_size} -> {self.new_size} (append cyclic copies)"
+            return f"{self.old_size} -> {self.new_size} (appended, source j mod {self.old_size})"
         if appended:
-            return f"{self.old_size} -> {self.new_size} (append copies)"
+            return f"{self.old_size} -> {self.new_size} (appended)"
         return f"{self.old_size} -> {self.new_size} (new entries interleaved, e.g. per segment)"
 
 
