@@ -278,6 +278,6 @@ def _describe_changes(plan: GrowthPlan) -> tuple[str, ...]:
         by_role[key] = by_role.get(key, 0) + 1
     described = []
     for (role, old, new), count in by_role.items():
-        suffix = f" (in {count} layers)" if count > 1 else ""  # one layer needs no suffix
+        suffix = f" (in {count} layers)" if count > 1 else ""
         described.append(f"{role} {old} -> {new}{suffix}")
     return tuple(described)
