@@ -41,8 +41,8 @@ def test_invalid_file_prints_every_error(tmp_path: Path, capsys: pytest.CaptureF
     assert status == 1
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        f"{path}:3:8: error: an event time given as a fraction of training must be between 0 and 1 "
-        "(0% and 100%), exclusive, got 1.5 (150%)",
+        f"{path}:3:8: error: an event time given as a percentage of training must be above 0% "
+        "and below 100%, got 150%",
         "        at 150% { widen ffn x1 }",
         "           ^",
         f"{path}:3:25: error: widening ffn by x1 leaves it unchanged; use a factor greater than 1",

@@ -7,6 +7,7 @@ Grower is in tests/test_train_end_to_end.py.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,14 +108,30 @@ def test_run_writes_metrics_and_plot(files: dict[str, Path]) -> None:
     assert sorted(p.name for p in files["out"].iterdir()) == ["loss.png", "metrics.json"]
 
 
+def test_outputs_get_umask_mode(files: dict[str, Path]) -> None:
+    old_umask = os.umask(0o027)
+    try:
+        assert run_cli(files) == 0
+    finally:
+        os.umask(old_umask)
+
+    for name in ("metrics.json", "loss.png"):
+        assert (files["out"] / name).stat().st_mode & 0o777 == 0o640, name
+
+
 def test_output_lists_progress_and_files(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_cli(files)
 
     out = capsys.readouterr().out
-    assert "training cli_test: 1 layers, hidden 16" in out
+    assert "training cli_test: 1 layer, hidden 16, ffn 64, 2 heads x 8; 12 updates of 64 tokens" in out
+    assert "no growth events" in out
     assert "progressive update 12/12" in out
+    progress = [line for line in out.splitlines() if line.startswith("progressive update")]
+    assert progress[0].startswith("progressive update 1/12  loss ")
+    assert "tok/s" not in progress[0]  # no rate from a single update
+    assert re.search(r"  [1-9][\d,]* tok/s  ", progress[1]), progress[1]
     assert "final validation loss" in out
     assert f"wrote {files['out'] / 'metrics.json'}" in out
 
@@ -171,6 +188,7 @@ def test_growth_line_printed_per_event(
     assert run_cli(files, "--steps", "20", schedule="growing") == 0
 
     out = capsys.readouterr().out
+    assert "growth after update 10\n" in out
     assert "progressive growth: step 10: grew hidden 16 -> 32" in out
     assert "validation loss" in out
     assert read_metrics(files)["runs"]["progressive"]["events"][0]["step"] == 10
@@ -190,10 +208,58 @@ def test_growth_error_reported_without_output(
     assert not files["out"].exists()  # created for this run, left empty, removed again
 
 
+def test_failed_run_removes_created_parents(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_grower(*args: Any, **kwargs: Any) -> Any:
+        raise GrowthError("axis hidden cannot grow: test failure")
+
+    monkeypatch.setattr(loop, "Grower", failing_grower)
+    monkeypatch.chdir(tmp_path)
+    existing = tmp_path / "existing"
+    (existing / "a").mkdir(parents=True)
+    (existing / "a" / "other.txt").write_text("not from this run")
+    (tmp_path / "empty").mkdir()
+
+    default_out = main(["train", str(files["growing"]), "--text", str(files["text"]), *TINY_FLAGS])
+    nested_out = main([
+        "train", str(files["growing"]), "--text", str(files["text"]),
+        "--out", "existing/a/b/c", *TINY_FLAGS,
+    ])
+    in_empty_out = main([
+        "train", str(files["growing"]), "--text", str(files["text"]),
+        "--out", "empty/run", *TINY_FLAGS,
+    ])
+
+    assert (default_out, nested_out, in_empty_out) == (1, 1, 1)
+    assert not (tmp_path / "runs").exists()
+    assert not (existing / "a" / "b").exists()
+    assert (existing / "a" / "other.txt").is_file()
+    assert list((tmp_path / "empty").iterdir()) == []  # kept: this run did not create it
+
+
+def test_bind_error_printed_like_check(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schedule = tmp_path / "bind.grow"
+    schedule.write_text(ONE_EVENT.replace("widen hidden x2", "widen experts x2"))
+    files["schedule"] = schedule
+
+    assert run_cli(files) == 1
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{schedule}:6:9: error: cannot widen experts"), lines
+    assert lines[1:] == ["            widen experts x2", "            ^"]
+    assert not files["out"].exists()
+
+
 @pytest.mark.parametrize(
     "change, code, message",
     [
-        ({"schedule": "missing.grow"}, 2, "schedule file .*missing.grow not found"),
+        (
+            {"schedule": "missing.grow"}, 1,
+            r"missing.grow:1:1: error: cannot read the schedule file: No such file",
+        ),
         ({"text": "missing.txt"}, 1, "training text .*missing.txt not found"),
         ({"text_bytes": b"short"}, 1, "is 5 bytes, but --block-size 16 needs at least 170"),
         (
@@ -235,8 +301,15 @@ def test_user_errors_exit_without_traceback(
 
 @pytest.mark.parametrize(
     "flags",
-    [["--steps", "0"], ["--lr", "-1"], ["--n-embd", "wide"], ["--compare", "teacher"]],
-    ids=["zero-steps", "negative-lr", "word-for-size", "unknown-compare"],
+    [
+        ["--steps", "0"], ["--lr", "-1"], ["--n-embd", "wide"], ["--compare", "teacher"],
+        ["--lr", "1e300"], ["--min-lr", "1e300"], ["--lr", "nan"], ["--min-lr", "inf"],
+        ["--min-lr", "-1e-3"], ["--out", ""],
+    ],
+    ids=[
+        "zero-steps", "negative-lr", "word-for-size", "unknown-compare", "lr-overflows-float32",
+        "min-lr-overflows-float32", "nan-lr", "infinite-min-lr", "negative-min-lr", "empty-out",
+    ],
 )
 def test_invalid_flag_values_exit_2(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str], flags: list[str]
@@ -246,3 +319,45 @@ def test_invalid_flag_values_exit_2(
 
     assert caught.value.code == 2
     assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--device", "meta"],
+            "--device meta: the meta device stores shapes but no data, so no model can train "
+            "on it; use --device cpu or cuda",
+        ),
+        (["--lr", "1e-3", "--min-lr", "1e-2"], "--min-lr 0.01 is above --lr 0.001"),
+        (["--lr", "1e38"], "learning rate 1e+38 (peak 1e+38) is too large"),
+        (["--eval-batches", "12"], "pass --eval-batches 11 or fewer"),
+    ],
+    ids=["meta-device", "min-lr-above-lr", "lr-overflows-adamw", "eval-batches-above-holdout"],
+)
+def test_invalid_run_values_exit_2_in_one_line(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    assert run_cli(files, *flags) == 2
+
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("sparkling train: error: ")
+    assert message in err
+    assert not files["out"].exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_cuda_exits_2(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(files, "--device", "cuda") == 2
+
+    assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_eval_batches_at_holdout_maximum_runs(files: dict[str, Path]) -> None:
+    # 6,600 bytes of text hold out 660, which fill 41 windows of 16 bytes: 11 batches of 4.
+    assert run_cli(files, "--eval-batches", "11", "--steps", "3") == 0
+
+    assert read_metrics(files)["config"]["eval_batches"] == 11

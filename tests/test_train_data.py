@@ -13,6 +13,7 @@ from sparkling_ir.train.data import (
     HOLDOUT_FRACTION,
     BatchStream,
     load_corpus,
+    max_validation_batches,
     min_corpus_bytes,
     read_stdlib_corpus,
     split_corpus,
@@ -159,4 +160,16 @@ def test_short_validation_text_gives_fewer_batches() -> None:
 
     batches = validation_batches(tokens, batch_size=4, block_size=9, max_batches=8)
 
-    assert [inputs.shape[0] for inputs, _ in batches] == [3]
+    assert [inputs.shape[0] for inputs, _ in batches] == [1]  # windows 0..9 and 9..18 overlap
+
+
+def test_validation_windows_never_overlap() -> None:
+    tokens = torch.arange(100, dtype=torch.uint8)  # each token is its own position
+
+    batches = validation_batches(tokens, batch_size=4, block_size=9, max_batches=100)
+
+    assert [inputs.shape[0] for inputs, _ in batches] == [4, 4, 3]  # (100 - 1) // 9 windows
+    assert max_validation_batches(100, batch_size=4, block_size=9) == 3
+    targets = torch.cat([batch_targets.flatten() for _, batch_targets in batches])
+    assert targets.unique().numel() == targets.numel()  # no byte predicted twice
+    assert int(targets[-1]) == 99  # the last window ends on the last token

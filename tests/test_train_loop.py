@@ -21,7 +21,7 @@ from sparkling_ir.runtime import GrowthReport
 from sparkling_ir.schedule.ir import AtStep, ByFactor, GrowthEvent, Schedule, TrainSteps, Widen
 from sparkling_ir.train.data import Corpus, split_corpus
 from sparkling_ir.train.flops import flops_per_token
-from sparkling_ir.train.loop import TrainConfig, train
+from sparkling_ir.train.loop import TrainConfig, evaluate, train
 from sparkling_ir.train.lr import WarmupCosine
 from sparkling_ir.train.metrics import EventRecord, StepRecord
 
@@ -265,3 +265,15 @@ def test_unapplied_event_warns(corpus: Corpus, caplog: pytest.LogCaptureFixture)
 
     assert result.events == []
     assert any("0 of 1 growth events were applied" in r.message for r in caplog.records)
+
+
+def test_evaluate_weights_batches_by_size() -> None:
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    inputs = torch.randint(0, 256, (5, MODEL.block_size))
+    targets = torch.randint(0, 256, (5, MODEL.block_size))
+
+    split = evaluate(model, [(inputs[:4], targets[:4]), (inputs[4:], targets[4:])])
+    whole = evaluate(model, [(inputs, targets)])
+
+    assert split == pytest.approx(whole, rel=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sparkling_ir.train.metrics import (
     fill_event_train_losses,
     finite_or_none,
     mean_loss,
+    write_atomic,
     write_json_atomic,
 )
 
@@ -83,3 +85,16 @@ def test_failed_json_write_keeps_old_file(tmp_path: Path) -> None:
 
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_mode_follows_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    path = tmp_path / "loss.png"
+    old_umask = os.umask(umask)
+    try:
+        write_atomic(path, b"data")
+    finally:
+        os.umask(old_umask)
+
+    assert path.stat().st_mode & 0o777 == mode
+    assert path.read_bytes() == b"data"

@@ -11,7 +11,16 @@ import torch
 from sparkling_ir.cli import build_parser
 from sparkling_ir.errors import ScheduleError
 from sparkling_ir.schedule.ir import TrainSteps
-from sparkling_ir.train.plan import Plan, UsageError, make_plan, read_schedule
+from sparkling_ir.train.data import split_corpus
+from sparkling_ir.train.plan import (
+    Plan,
+    UsageError,
+    check_device,
+    check_flags,
+    fit_eval_batches,
+    make_plan,
+    read_schedule,
+)
 
 SCHEDULE = """\
 schedule plan_test {
@@ -119,17 +128,67 @@ def test_min_lr_above_peak_raises(tmp_path: Path) -> None:
         plan_for(write_schedule(tmp_path), "--min-lr", "0.5")
 
 
-def test_invalid_device_raises(tmp_path: Path) -> None:
+def test_invalid_device_raises() -> None:
     with pytest.raises(UsageError, match="invalid --device 'gpu0'"):
-        plan_for(write_schedule(tmp_path), "--device", "gpu0")
+        check_device("gpu0")
+
+
+def test_meta_device_raises() -> None:
+    with pytest.raises(UsageError, match="--device meta: the meta device stores shapes but no"):
+        check_device("meta")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
-def test_cuda_without_cuda_raises(tmp_path: Path) -> None:
+def test_cuda_without_cuda_raises() -> None:
     with pytest.raises(UsageError, match="CUDA is not available.*use --device cpu"):
-        plan_for(write_schedule(tmp_path), "--device", "cuda")
+        check_device("cuda")
 
 
-def test_missing_schedule_raises(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="schedule file .*nothing.grow not found"):
-        read_schedule(tmp_path / "nothing.grow")
+def test_device_without_kernels_raises() -> None:
+    # The torch builds on PyPI are built without Vulkan, so they cannot allocate there.
+    with pytest.raises(UsageError, match="--device vulkan: torch .* cannot allocate") as caught:
+        check_device("vulkan")
+
+    assert "\n" not in str(caught.value)
+
+
+def test_min_lr_above_lr_flag_raises(tmp_path: Path) -> None:
+    args = parse_flags(write_schedule(tmp_path), "--lr", "1e-3", "--min-lr", "2e-3")
+
+    with pytest.raises(UsageError, match="--min-lr 0.002 is above --lr 0.001"):
+        check_flags(args)
+
+
+def test_lr_overflowing_adamw_raises(tmp_path: Path) -> None:
+    # AdamW divides by 1 - beta1 = 0.1 at the first update; float32 ends at 3.4e38.
+    path = write_schedule(tmp_path)
+
+    assert plan_for(path, "--lr", "2.5e37").config.lr.peak == 2.5e37
+    with pytest.raises(UsageError, match=r"peak 2\.7e\+37 x re-warmup factor 1\.3"):
+        plan_for(path, "--lr", "2.7e37")
+
+
+def test_missing_schedule_raises_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.grow"
+
+    with pytest.raises(ScheduleError) as caught:
+        read_schedule(path)
+
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.file, diagnostic.line, diagnostic.column) == (str(path), 1, 1)
+    assert diagnostic.message.startswith("cannot read the schedule file")
+
+
+def test_eval_batches_fit_holdout(tmp_path: Path) -> None:
+    path = write_schedule(tmp_path)
+    # 900 bytes hold out 90, which fill 5 windows of 16 bytes: 2 batches of 4.
+    corpus = split_corpus(bytes(900), "zeros")
+    flags = ("--block-size", "16", "--batch-size", "4")
+
+    default = fit_eval_batches(plan_for(path, *flags), corpus, requested=None)
+    at_maximum = fit_eval_batches(plan_for(path, *flags), corpus, requested=2)
+
+    assert default.config.eval_batches == 2
+    assert at_maximum.config.eval_batches == 2
+    with pytest.raises(UsageError, match="its 90 bytes fill at most 2 batches of 4 non-overlap"):
+        fit_eval_batches(plan_for(path, *flags), corpus, requested=3)

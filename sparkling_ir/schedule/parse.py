@@ -6,8 +6,9 @@ The stages, each reporting located diagnostics:
 
 1. `syntax.parse_tree`: text to lark tree, or ScheduleSyntaxError with one diagnostic.
 2. `_ToIR`: tree to IR. Its methods are named after the grammar's rules. It reports what
-   the grammar leaves open: a repeated statement, a missing `train`, and numbers of the
-   wrong form (`train 2.5 steps`, `peak 6e-4k`, a value beyond 10^18).
+   the grammar leaves open: a repeated statement, a missing `train`, numbers of the
+   wrong form (`train 2.5 steps`, `peak 6e-4k`, a value beyond 10^18), and a percentage
+   outside 0%..100% (`at 100%`).
 3. `validate.check_schedule_parts`: the semantic rules (ranges, order of events).
 
 Stages 2 and 3 report all their errors together in one ScheduleError. A value that stage 2
@@ -253,7 +254,15 @@ class _ToIR(Transformer[Token, Any]):
 
     def at_percent(self, children: list[Token]) -> Trigger:
         (number,) = children
+        reported = len(self.diagnostics)
         fraction = self._real(number, "a percentage", power=-2)
+        # Checked here rather than in validate, because the IR keeps only the fraction and
+        # the message should quote the percentage as written.
+        if len(self.diagnostics) == reported and not 0 < fraction < 1:
+            self._report_at(number, (
+                "an event time given as a percentage of training must be above 0% and "
+                f"below 100%, got {number}%"
+            ))
         return AtFraction(fraction=fraction, span=self._at(number))
 
     def at_fraction(self, children: list[Token]) -> Trigger:

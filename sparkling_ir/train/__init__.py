@@ -10,6 +10,7 @@ The modules follow one run, in this order:
     metrics   run records and `metrics.json`
     plot      `loss.png`
     console   the printed output
+    counts    counts with singular or plural nouns, for printed text
     cli       the `train` subcommand
 
 The user guide is docs/train.md.

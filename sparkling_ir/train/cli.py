@@ -4,13 +4,20 @@
     sparkling train my.grow --text corpus.txt --steps 200 --compare scratch
 
 Writes `metrics.json` and `loss.png` to `--out` (default `runs/<schedule name>`). Exit codes:
-0 on success, 1 if the schedule, the text, the output directory or a growth event fails,
-2 for invalid command-line values, 130 when interrupted.
+
+- 0 on success;
+- 1 for a missing, unreadable or invalid schedule file (as in `sparkling check`), a schedule
+  that does not bind to the model, or a training text that cannot be used. It is also the
+  status of a failed growth event, and of a failure to write the outputs after training;
+- 2 for invalid command-line values, including a `--device` that torch cannot allocate on
+  and an `--out` that cannot be created or written to;
+- 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import replace
@@ -21,12 +28,20 @@ import torch
 
 from rich.console import Console
 
-from sparkling_ir.errors import ScheduleError, SparklingError
+from sparkling_ir.errors import BindError, ScheduleError, SparklingError
 from sparkling_ir.train.console import ProgressDisplay, print_header, print_summary
 from sparkling_ir.train.data import Corpus, load_corpus
 from sparkling_ir.train.loop import train
 from sparkling_ir.train.metrics import RunResult, comparison, write_json_atomic
-from sparkling_ir.train.plan import Plan, UsageError, make_plan, read_schedule
+from sparkling_ir.train.plan import (
+    FLOAT32_MAX,
+    Plan,
+    UsageError,
+    check_flags,
+    fit_eval_batches,
+    make_plan,
+    read_schedule,
+)
 from sparkling_ir.train.plot import plot_runs
 
 METRICS_FILE = "metrics.json"
@@ -53,7 +68,8 @@ def add_parser(commands: Any) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run")
     group.add_argument(
-        "--out", type=Path, metavar="DIR", help="output directory (default: runs/<schedule name>)"
+        "--out", type=output_dir, metavar="DIR",
+        help="output directory (default: runs/<schedule name>)",
     )
     group.add_argument(
         "--text", type=Path, metavar="FILE",
@@ -71,7 +87,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
     group.add_argument(
         "--device", default="cpu", metavar="DEVICE",
-        help="torch device, e.g. cpu or cuda (default: cpu)",
+        help="torch device to train on, e.g. cpu, cuda or cuda:1; checked by allocating a "
+        "tensor on it before the run (default: cpu)",
     )
     group.add_argument(
         "--threads", type=positive_int, metavar="N",
@@ -82,8 +99,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="updates between validation evaluations (default: 1/20 of the run)",
     )
     group.add_argument(
-        "--eval-batches", type=positive_int, default=8, metavar="N",
-        help="held-out batches per validation evaluation (default: 8)",
+        "--eval-batches", type=positive_int, metavar="N",
+        help="held-out batches per validation evaluation, at most as many as the validation "
+        "holdout fills without overlapping windows (default: 8, or that maximum if lower)",
     )
     group.add_argument(
         "--quiet", action="store_true",
@@ -114,11 +132,12 @@ def add_lr_arguments(parser: argparse.ArgumentParser) -> None:
         "learning rate (each flag replaces its part of the schedule's lr line)"
     )
     group.add_argument(
-        "--lr", type=positive_float, metavar="LR", help="peak learning rate (default: 3e-3)"
+        "--lr", type=positive_learning_rate, metavar="LR",
+        help="peak learning rate (default: 3e-3)",
     )
     group.add_argument(
-        "--min-lr", type=non_negative_float, metavar="LR",
-        help="final learning rate (default: 0.1 x peak)",
+        "--min-lr", type=non_negative_learning_rate, metavar="LR",
+        help="final learning rate, at most the peak (default: 0.1 x peak)",
     )
     group.add_argument(
         "--warmup", type=non_negative_int, metavar="N",
@@ -131,12 +150,14 @@ def run(args: argparse.Namespace) -> int:
     # Off a terminal rich would wrap at 80 columns; log files take longer lines.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     out = args.out
-    created = False
+    created: list[Path] = []
     succeeded = False
     try:
+        check_flags(args)
         schedule = read_schedule(args.schedule)
         plan = make_plan(schedule, args)
         corpus = load_corpus(args.text, plan.config.model.block_size)
+        plan = fit_eval_batches(plan, corpus, requested=args.eval_batches)
         out = out or Path("runs") / schedule.name
         created = prepare_out_dir(out)
         configure_threads(args.threads)
@@ -151,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"sparkling train: error: {error}", file=sys.stderr)
         return 2
-    except ScheduleError as error:
+    except (ScheduleError, BindError) as error:
+        # Located diagnostics, printed as `sparkling check` prints them.
         print(error, file=sys.stderr)
         return 1
     except SparklingError as error:
@@ -164,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
         print("sparkling train: interrupted; no output written", file=sys.stderr)
         return 130
     finally:
-        if not succeeded and created:
-            remove_if_empty(out)
+        if not succeeded:
+            remove_empty_dirs(created)
 
 
 def train_all(
@@ -205,32 +227,71 @@ def write_outputs(out: Path, plan: Plan, corpus: Corpus, runs: list[RunResult]) 
     write_json_atomic(out / METRICS_FILE, document)
 
 
-def prepare_out_dir(out: Path) -> bool:
-    """Create `out` if needed and check that files can be written in it.
+def prepare_out_dir(out: Path) -> list[Path]:
+    """Create `out` and its missing parents, and check that files can be written in it.
 
-    Returns whether the directory was created, so that a failed run can remove it again.
-    Raises `UsageError` if it is not a directory or not writable.
+    Returns the directories this call created, deepest first, so that a failed run can remove
+    them again. Raises `UsageError` if `out` is not a directory or not writable; the
+    directories created before the failure are removed again first.
     """
-    created = not out.exists()
+    created: list[Path] = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise UsageError(f"--out {out} is not a directory: {error.strerror}") from error
-    except OSError as error:
-        raise UsageError(f"cannot create --out directory {out}: {error.strerror}") from error
+        make_dirs(out, created)
+        check_writable(out)
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
+    return created
+
+
+def make_dirs(out: Path, created: list[Path]) -> None:
+    """Create `out` and its missing parents, top down, inserting each one created at the
+    front of `created`. A directory that another process creates meanwhile is not listed."""
+    missing = []
+    for directory in [out, *out.parents]:
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError as error:
+            if directory.is_dir():
+                continue
+            raise UsageError(
+                f"--out {out} is not a directory: {directory} exists and is not a directory"
+            ) from error
+        except NotADirectoryError as error:
+            raise UsageError(f"--out {out} is not a directory: {error.strerror}") from error
+        except OSError as error:
+            raise UsageError(
+                f"cannot create --out directory {out}: {error.strerror}"
+            ) from error
+        created.insert(0, directory)
+    if not out.is_dir():
+        raise UsageError(f"--out {out} is not a directory; pass a directory path")
+
+
+def check_writable(out: Path) -> None:
     probe = out / ".sparkling-write-test"
     try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         raise UsageError(f"cannot write to --out directory {out}: {error.strerror}") from error
-    return created
 
 
-def remove_if_empty(out: Path) -> None:
-    """Remove the output directory that this run created, if nothing was written to it."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
+def remove_empty_dirs(directories: list[Path]) -> None:
+    """Remove `directories` in order (deepest first); stop at the first that is not empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            # Not empty, because something else was put there: keep it and its parents,
+            # which then are not empty either.
+            return
 
 
 def configure_threads(threads: int | None) -> None:
@@ -262,26 +323,42 @@ def int_value(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def positive_float(text: str) -> float:
-    value = float_value(text)
+def output_dir(text: str) -> Path:
+    # Path("") is the current directory, which a user who typed an empty value did not mean.
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "expected a directory path, got an empty string; pass --out . to write to the "
+            "current directory"
+        )
+    return Path(text)
+
+
+def positive_learning_rate(text: str) -> float:
+    value = learning_rate(text)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive learning rate, got {text}")
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = float_value(text)
+def non_negative_learning_rate(text: str) -> float:
+    value = learning_rate(text)
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a non-negative learning rate, got {text}")
+    return value + 0.0  # turns -0.0 into 0.0
 
 
-def float_value(text: str) -> float:
+def learning_rate(text: str) -> float:
+    """Parse a finite learning rate that fits in float32, in which torch's AdamW applies it."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    if abs(value) > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text} overflows float32, whose maximum is {FLOAT32_MAX:.4g}; "
+            "pass a learning rate such as 3e-3"
+        )
     return value
 

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sparkling_ir.train.counts import count_noun
 from sparkling_ir.train.data import Corpus
 from sparkling_ir.train.metrics import LOSS_WINDOW, EventRecord, RunResult, StepRecord
 from sparkling_ir.train.plan import Plan
@@ -33,15 +34,22 @@ THROUGHPUT_WINDOW = 20  # updates over which tokens per second are measured
 def print_header(console: Console, plan: Plan, corpus: Corpus) -> None:
     config = plan.config
     model = config.model
-    events = ", ".join(str(step) for step in plan.event_steps) or "none"
     console.print(
-        f"training {plan.schedule.name}: {model.n_layer} layers, hidden {model.n_embd}, "
-        f"ffn {model.ffn_dim}, {model.n_head} heads x {model.head_dim}; "
-        f"{config.steps} updates of {config.tokens_per_step:,} tokens "
+        f"training {plan.schedule.name}: {count_noun(model.n_layer, 'layer')}, "
+        f"hidden {model.n_embd}, ffn {model.ffn_dim}, "
+        f"{count_noun(model.n_head, 'head')} x {model.head_dim}; "
+        f"{count_noun(config.steps, 'update')} of {count_noun(config.tokens_per_step, 'token')} "
         f"on {corpus.source} ({corpus.total_bytes / 2**20:.1f} MiB); "
-        f"growth after updates: {events}",
+        f"{growth_steps_text(plan.event_steps)}",
         highlight=False, soft_wrap=True,
     )
+
+
+def growth_steps_text(event_steps: tuple[int, ...]) -> str:
+    if not event_steps:
+        return "no growth events"
+    steps = ", ".join(str(step) for step in event_steps)
+    return f"growth after update{'s' if len(event_steps) > 1 else ''} {steps}"
 
 
 class ProgressDisplay:
@@ -61,7 +69,7 @@ class ProgressDisplay:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} tok/s"),
+            TextColumn("{task.fields[speed]}"),
             TextColumn("lr {task.fields[lr]}"),
             TextColumn("new {task.fields[lr_new]}"),
             TimeElapsedColumn(),
@@ -69,7 +77,7 @@ class ProgressDisplay:
             console=console,
         )
         self.task = self.progress.add_task(
-            label, total=self.total, loss="-", speed="-", lr="-", lr_new="-"
+            label, total=self.total, loss="-", speed="", lr="-", lr_new="-"
         )
 
     def __enter__(self) -> ProgressDisplay:
@@ -90,7 +98,7 @@ class ProgressDisplay:
         self.losses.append(record.loss)
         self.times.append(time.perf_counter())
         loss = f"{sum(self.losses) / len(self.losses):.4f}"
-        speed = f"{self.tokens_per_second():,.0f}"
+        speed = self.speed_text()
         lr = f"{record.lr:.2e}"
         lr_new = "-" if record.lr_new is None else f"{record.lr_new:.2e}"
         completed = record.step + 1
@@ -99,10 +107,10 @@ class ProgressDisplay:
                 self.task, completed=completed, loss=loss, speed=speed, lr=lr, lr_new=lr_new
             )
         elif not self.quiet and self.is_plain_line_due(completed):
+            parts = [f"{self.label} update {completed}/{self.total}", f"loss {loss}", speed,
+                     f"lr {lr}", f"lr new {lr_new}"]
             self.console.print(
-                f"{self.label} update {completed}/{self.total}  loss {loss}  {speed} tok/s  "
-                f"lr {lr}  lr new {lr_new}",
-                highlight=False, soft_wrap=True,
+                "  ".join(part for part in parts if part), highlight=False, soft_wrap=True
             )
 
     def on_growth(self, event: EventRecord) -> None:
@@ -115,10 +123,16 @@ class ProgressDisplay:
             highlight=False, soft_wrap=True,
         )
 
-    def tokens_per_second(self) -> float:
+    def tokens_per_second(self) -> float | None:
+        """Return the throughput over the last updates, or None before two have finished."""
         if len(self.times) < 2 or self.times[-1] == self.times[0]:
-            return 0.0
+            return None
         return self.tokens_per_step * (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+    def speed_text(self) -> str:
+        """Return the throughput as `12,345 tok/s`, or "" while it cannot be measured."""
+        rate = self.tokens_per_second()
+        return "" if rate is None else f"{rate:,.0f} tok/s"
 
     def is_plain_line_due(self, completed: int) -> bool:
         every = max(1, self.total // PLAIN_LINES_PER_RUN)

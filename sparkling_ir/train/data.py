@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from sparkling_ir.errors import DataError
+from sparkling_ir.train.counts import count_noun
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +134,10 @@ def check_corpus_size(data: bytes, source: str, block_size: int) -> None:
     minimum = min_corpus_bytes(block_size)
     if len(data) < minimum:
         raise DataError(
-            f"training text {source} is {len(data):,} bytes, but --block-size {block_size} "
-            f"needs at least {minimum:,} bytes (a {block_size + 1}-byte window in the "
-            f"{HOLDOUT_FRACTION:.0%} validation holdout); pass a longer text or a smaller "
-            "--block-size"
+            f"training text {source} is {count_noun(len(data), 'byte')}, but --block-size "
+            f"{block_size} needs at least {minimum:,} bytes (a {block_size + 1}-byte window "
+            f"in the {HOLDOUT_FRACTION:.0%} validation holdout); pass a longer text or a "
+            "smaller --block-size"
         )
 
 
@@ -166,8 +167,8 @@ class BatchStream:
     def __init__(self, tokens: torch.Tensor, batch_size: int, block_size: int, seed: int) -> None:
         if tokens.numel() < block_size + 1:
             raise DataError(
-                f"training split has {tokens.numel()} tokens, fewer than one window of "
-                f"{block_size + 1}; pass a longer text or a smaller --block-size"
+                f"training split has {count_noun(tokens.numel(), 'token')}, fewer than one "
+                f"window of {block_size + 1}; pass a longer text or a smaller --block-size"
             )
         self.tokens = tokens
         self.batch_size = batch_size
@@ -181,15 +182,38 @@ class BatchStream:
         return windows(self.tokens, offsets, self.block_size)
 
 
+def validation_windows(holdout_tokens: int, block_size: int) -> int:
+    """Return how many windows fit in the holdout without predicting any byte twice.
+
+    A window contains `block_size + 1` bytes and predicts its last `block_size`. Windows that
+    start `block_size` apart share one byte, the last target of one and the first input of
+    the next, so no byte is predicted twice.
+    """
+    return max(0, (holdout_tokens - 1) // block_size)
+
+
+def max_validation_batches(holdout_tokens: int, batch_size: int, block_size: int) -> int:
+    """Return how many validation batches the holdout fills, the last one maybe partly."""
+    return -(-validation_windows(holdout_tokens, block_size) // batch_size)
+
+
 def validation_batches(
     tokens: torch.Tensor, batch_size: int, block_size: int, max_batches: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Cut the validation text into at most `max_batches` fixed batches, evenly spread.
+    """Cut the validation text into at most `max_batches` fixed batches of evenly spread,
+    non-overlapping windows; the last batch is smaller when the windows run out.
 
     The windows are the same on every call, so losses measured at different times (before
     and after a growth event, or in two runs) are measured on exactly the same tokens.
     """
     high = tokens.numel() - block_size  # number of valid window starts
-    count = min(max_batches * batch_size, high)
-    offsets = torch.linspace(0, high - 1, count).long()
+    count = min(max_batches * batch_size, validation_windows(tokens.numel(), block_size))
+    if count < 1:
+        raise DataError(
+            f"validation split has {count_noun(tokens.numel(), 'token')}, fewer than one "
+            f"window of {block_size + 1}; pass a longer text or a smaller --block-size"
+        )
+    # Integer spacing of at least block_size, because count is at most the number of
+    # non-overlapping windows; float spacing could round two starts closer than that.
+    offsets = torch.arange(count) * (high - 1) // max(1, count - 1)
     return [windows(tokens, chunk, block_size) for chunk in torch.split(offsets, batch_size)]

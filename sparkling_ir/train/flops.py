@@ -7,9 +7,16 @@ Per token, one training step (forward and backward) costs an estimated
 FLOPs. `N_matmul` is the number of weights used in a matrix multiply for every token: all
 2-D parameters except the position embedding (a lookup). The token embedding is tied to the
 output head, so it is counted once, as the head's matrix multiply. Biases and norm gains are
-left out. The second term is the attention scores and the weighted sum of values, counted
-over the full `seq_len x seq_len` matrix, causal mask or not. The factor 6 is 2 FLOPs per
-multiply-add times 3 for the forward pass plus a backward pass that costs twice as much.
+left out. The factor 6 is 2 FLOPs per multiply-add times 3 for the forward pass plus a
+backward pass that costs twice as much.
+
+The second term counts the two attention products without weights, the scores `Q K^T` and
+the weighted sum of values `A V`, over the causal half of the `seq_len x seq_len` score
+matrix. Per token and layer, each product takes about `seq_len / 2 x d` multiply-adds
+(`d = n_head * head_dim`), so both together take `2 * seq_len * d` FLOPs forward and 3 times
+that in training. The causal mask keeps `seq_len * (seq_len + 1) / 2` scores, not
+`seq_len**2 / 2`, so the term is low by a factor `seq_len / (seq_len + 1)`. Softmax, scaling
+and masking are not counted.
 
 Growth changes `N_matmul`, so the training loop recomputes the estimate after every growth
 event and sums `tokens_per_step * flops_per_token` over steps.

@@ -334,15 +334,21 @@ def event_record(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: list[Batch]) -> float:
-    """Return the mean cross-entropy of `model` over `batches` (all of one size), in nats."""
+    """Return the mean cross-entropy of `model` over every target in `batches`, in nats.
+
+    Each batch counts by its number of targets, because the last one may be smaller.
+    """
     was_training = model.training
     model.eval()
     total = 0.0
+    targets_seen = 0
     for inputs, targets in batches:
         logits = model(inputs)  # (batch, seq, vocab)
-        total += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item())
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        total += float(loss.item()) * targets.numel()
+        targets_seen += targets.numel()
     model.train(was_training)
-    return total / len(batches)
+    return total / targets_seen
 
 
 def count_params(model: nn.Module) -> int:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 LOSS_WINDOW = 10  # updates averaged for the train loss around events and at the end
+TEMPORARY_NAME_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,32 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to a temporary file beside `path`, then rename it over `path`.
+
+    The file gets the permissions that `open(path, "w")` gives a new file: 0o666 minus the
+    process umask. `tempfile.mkstemp` would create it with 0o600 instead.
+    """
+    temporary, handle = create_temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def create_temporary_beside(path: Path) -> tuple[Path, int]:
+    """Create a new, uniquely named file in `path`'s directory; return it and its descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(TEMPORARY_NAME_ATTEMPTS):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            # The kernel applies the umask to 0o666, as for any file that open() creates.
+            return temporary, os.open(temporary, flags, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(
+        f"could not create a temporary file beside {path}: "
+        f"{TEMPORARY_NAME_ATTEMPTS} random names were all taken"
+    )

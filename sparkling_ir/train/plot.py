@@ -18,6 +18,8 @@ matplotlib.use("Agg")  # render to a file; no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sparkling_ir.train.metrics import LOSS_WINDOW, RunResult, write_atomic  # noqa: E402
 
@@ -26,6 +28,17 @@ _COLORS = {"progressive": "tab:blue", "scratch": "tab:orange"}
 
 def plot_runs(runs: list[RunResult], path: Path, title: str) -> None:
     """Draw `runs` (a progressive run, maybe a scratch run) and write the PNG to `path`."""
+    figure = draw_figure(runs, title)
+    try:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120)
+    finally:
+        plt.close(figure)
+    write_atomic(path, buffer.getvalue())
+
+
+def draw_figure(runs: list[RunResult], title: str) -> Figure:
+    """Draw `runs` on a new figure; the caller closes it with `plt.close`."""
     figure, (loss_axes, lr_axes) = plt.subplots(
         2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -40,15 +53,16 @@ def plot_runs(runs: list[RunResult], path: Path, title: str) -> None:
         loss_axes.legend(loc="lower left", fontsize="small")  # the event labels sit at the top
         loss_axes.grid(alpha=0.3)
         lr_axes.set_xlabel("update")
+        # Updates are whole; the shared x axis of both panels takes this locator.
+        lr_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         lr_axes.set_ylabel("learning rate")
         lr_axes.legend(loc="upper right", fontsize="small")
         lr_axes.grid(alpha=0.3)
         figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
-    finally:
+    except BaseException:
         plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+        raise
+    return figure
 
 
 def draw_losses(axes: Axes, run: RunResult) -> None:
