@@ -5,8 +5,8 @@ the batches and the seed, and prints a Markdown table for docs/benchmarks.md:
 
     .venv/bin/python benchmarks/progressive_vs_scratch.py [SCHEDULE] [-- extra train flags]
 
-Wall time of each run comes from metrics.json (the training loop, Grower included); the
-command's own wall time (start-up, data loading, both runs) is measured here.
+The wall time of each run comes from metrics.json and covers the training loop, Grower
+included. This script measures the command's own wall time: start-up, data loading, both runs.
 """
 
 from __future__ import annotations

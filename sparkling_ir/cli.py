@@ -1,8 +1,8 @@
 """The `sparkling` command line: check schedules, inspect a model's axes, train with growth.
 
-    sparkling check FILE...          validate .grow files (exit 1 and located errors if not)
+    sparkling check FILE...          validate .grow files (located errors and exit 1 if invalid)
     sparkling axes [MODEL OPTIONS]   print the width axes of the bundled model
-    sparkling plan SCHEDULE          print what each growth event changes on that model
+    sparkling plan SCHEDULE          print the changes of each growth event on that model
     sparkling train SCHEDULE         train the bundled GPT and widen it as the schedule says
 """
 

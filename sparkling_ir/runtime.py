@@ -65,10 +65,10 @@ class Grower:
     model's axes and sizes, so a schedule that cannot apply fails here and not half-way through
     training. `step()` is called once after each `optimizer.step()`.
 
-    `min_lr` is the floor that re-warmed new entries decay to at the end of training, one value
-    for every param group or one per group; it defaults to the schedule's `lr cosine ... min`
-    and is required when the schedule re-warms new entries without declaring one. Give one
-    value per group when the groups' learning rates differ. `leaf_modules` lists module
+    `min_lr` is the floor that re-warmed new entries decay to at the end of training. It is one
+    value for every param group or one per group, and it defaults to the schedule's
+    `lr cosine ... min`. It is required when the schedule re-warms new entries without
+    declaring a minimum. Give one value per group when the groups' learning rates differ. `leaf_modules` lists module
     classes that tracing keeps opaque; each needs a registered dimension rule.
     """
 
@@ -134,14 +134,14 @@ class Grower:
         """Reject a trainable parameter that would grow but that the optimizer does not train."""
         if self.optimizer is None:
             return
-        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        trained = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         roles = {w.axis for event in self.schedule.events for w in event.widens}
         missing = sorted({
             member.param
             for axis in self.analysis.axes.axes if axis.role in roles
             for member in axis.members
             if (param := self.model.get_parameter(member.param)).requires_grad
-            and id(param) not in held
+            and id(param) not in trained
         })
         if missing:
             raise GrowthError(

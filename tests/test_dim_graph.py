@@ -64,7 +64,8 @@ def test_bundled_gpt_axes_table() -> None:
     ]
 
 
-def test_tied_embedding_dim_is_fan_out_and_fan_in() -> None:
+def test_tied_embedding_dim_tags() -> None:
+    # The shared matrix is fan-out for the embedding and fan-in for the output head.
     model = GPT(GPTConfig(n_layer=1))
     analysis = axes_of(model, torch.randint(0, 256, (2, 8)))
     hidden = analysis.axes_with_role("hidden")[0]

@@ -84,8 +84,8 @@ def test_optimizer_follows_new_parameters() -> None:
         train_step(model, optimizer, tokens)
         grower.step()
     live = {id(p) for p in model.parameters()}
-    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert live == held
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert live == trained
     fc = model.blocks[0].mlp.c_fc.weight
     state = optimizer.state[fc]
     assert state["exp_avg"].shape == fc.shape
@@ -106,7 +106,8 @@ def adamw_reference(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tens
     return param * (1 - lr * decay) - lr * corrected_avg / denominator
 
 
-def test_step_after_growth_uses_two_lrs_in_one_tensor() -> None:
+def test_adamw_step_after_growth() -> None:
+    # One step after growth uses two learning rates inside one tensor.
     model, optimizer, grower, tokens = make_run()
     for _ in range(4):
         train_step(model, optimizer, tokens)

@@ -36,12 +36,14 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         model, example = model_from_arguments(args)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
         schedule = load_schedule(args.schedule)
-        tokens_per_step = max(1, args.batch_size) * model.block_size
+        tokens_per_step = args.batch_size * model.block_size
         grower = Grower(model, None, schedule, example_inputs=(example,), tokens_per_step=tokens_per_step)
         for index, step in enumerate(grower.event_steps):
             report = grower.apply_event(index, step)

@@ -184,7 +184,7 @@ def _rewrite_attribute(model: nn.Module, change: AttributeChange, transaction: T
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars, counting tied tensors once."""
+    """Count the scalars in the model's parameters, each tied tensor once."""
     return sum(p.numel() for p in model.parameters())
 
 

@@ -8,9 +8,9 @@ Each method builds the new tensor of one parameter from the old one and its `Par
   with the mean and standard deviation of the tensor's old entries. Fan-in alpha applies.
 - `zero`: new entries of matrices and fan-out biases are zero. Fan-in alpha applies.
 
-Element-wise parameters (norm gains and biases) always copy: new gains start like their
-source units under every method (copied and random gains train alike; zero gains would switch
-the new units off).
+Element-wise parameters (norm gains and biases) always copy, so new gains start like their
+source units under every method. Copied and random gains train alike, while zero gains would
+switch the new units off.
 """
 
 from __future__ import annotations

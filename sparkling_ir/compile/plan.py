@@ -6,13 +6,13 @@ the dimension graph. The resulting `GrowthPlan` lists the index maps and fan-in 
 parameter, the output scales of tied heads, and the module attributes that store a grown
 size. Planning changes nothing, because `sparkling_ir.compile.emit` applies the plan.
 
-Fan-in scale (RMS-consistent alpha, SPARKLING section 2.1): a layer that sums over a widened
-input dim of old size `d` is multiplied as a whole by `alpha`. When new inputs and new columns
-are both copies, the output variance grows by `sum_r k_r^2 / d`, where `k_r` counts the copies
-of old input `r`, so `alpha = sqrt(d / sum_r k_r^2)`: `1 / sqrt(1 + 3c)` when each input is
-copied at most once (`d' = (1 + c) d`), `d / d'` for uniform replication, and exactly `1/2` at
-2x, where it also preserves the function. Otherwise (random or zero new entries) the new
-columns add independent terms and `alpha = sqrt(d / d')`.
+Fan-in scale (the RMS-consistent alpha of SPARKLING, Yu et al., arXiv 2602.02472): a layer
+that sums over a widened input dim of old size `d` is multiplied as a whole by `alpha`. When
+new inputs and new columns are both copies, the output variance grows by `sum_r k_r^2 / d`,
+where `k_r` counts the copies of old input `r`. So `alpha = sqrt(d / sum_r k_r^2)`, which is
+`1 / sqrt(1 + 3c)` when each input is copied at most once (`d' = (1 + c) d`) and `d / d'` for
+uniform replication. At 2x it is exactly `1/2`, which also preserves the function. With random
+or zero new entries the new columns add independent terms, and `alpha = sqrt(d / d')`.
 """
 
 from __future__ import annotations
@@ -280,6 +280,7 @@ def _plan_param(
     }
     if not remaps:
         return None, []
+
     fan_in, fan_out, scale, outputs = [], [], 1.0, []
     for index in remaps:
         kinds = {tag.kind for tag in graph.tags.get(dims[index], [])}
@@ -298,6 +299,7 @@ def _plan_param(
             ]
         else:
             scale *= alpha
+
     old_shape = tuple(graph.sizes[d] for d in dims)
     new_shape = tuple(remaps[i].new_size if i in remaps else old_shape[i] for i in range(rank))
     remap = ParamRemap(name=name, old_shape=old_shape, new_shape=new_shape, dims=remaps)

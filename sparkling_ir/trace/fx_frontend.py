@@ -108,7 +108,7 @@ class _LeafTracer(fx.Tracer):
 
 
 def _first_line(error: BaseException) -> str:
-    """The message of `error` without the graph dump that torch.fx appends."""
+    """Return the first line of `error`'s message, without the graph dump torch.fx appends."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 

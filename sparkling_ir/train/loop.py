@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparkling_ir.compile.emit import count_parameters
 from sparkling_ir.models.nanogpt import GPT, GPTConfig
 from sparkling_ir.runtime import Grower, GrowthReport
 from sparkling_ir.schedule.ir import Schedule
@@ -188,7 +189,7 @@ class _Run:
         self.events: list[EventRecord] = []
         self.flops = 0
         self.flops_per_token = flops_per_token(self.model, config.model.block_size)
-        self.params_start = count_params(self.model)
+        self.params_start = count_parameters(self.model)
         self.warned_non_finite = False
 
     def update(self, step: int) -> None:
@@ -247,7 +248,7 @@ class _Run:
             model_start=asdict(self.config.model),
             model_final=asdict(self.model.current_config()),
             params_start=self.params_start,
-            params_final=count_params(self.model),
+            params_final=count_parameters(self.model),
             tokens=self.config.steps * self.config.tokens_per_step,
             flops=self.flops,
             wall_time_s=wall_time,
@@ -349,11 +350,6 @@ def evaluate(model: nn.Module, batches: list[Batch]) -> float:
         targets_seen += targets.numel()
     model.train(was_training)
     return total / targets_seen
-
-
-def count_params(model: nn.Module) -> int:
-    """Count distinct parameters; the tied embedding and output head count once."""
-    return sum(param.numel() for param in model.parameters())
 
 
 def final_train_loss(steps: list[StepRecord], total: int) -> float:
